@@ -1,0 +1,112 @@
+"""Registration of the ``torch.ops.pcsr`` operators: schemas (when the compiled extension
+is absent), the CPU/CUDA implementations that dispatch to the chosen backend, and the
+fake (meta) kernels used by ``torch.compile``.
+
+The public Python wrappers (``pcsr_kernels.route_upsample`` ...) call
+``torch.ops.pcsr.<op>.default`` and nothing else.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import backend, reference, validate
+from .schemas import SCHEMAS
+
+OPS = tuple(SCHEMAS)
+_lib = None
+
+
+def define_schemas() -> None:
+    """Define the schemas from Python when the C++ extension did not."""
+    global _lib
+    if hasattr(torch.ops.pcsr, "route_upsample"):
+        return
+    _lib = torch.library.Library("pcsr", "DEF")
+    for schema in SCHEMAS.values():
+        _lib.define(schema)
+
+
+# --- implementations: validate once, then hand over to the backend -------------------
+
+def _route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True):
+    validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k)
+    impl = backend.resolve(feat.device.type)
+    return impl["route_upsample"](feat, lr, [int(s) for s in out_size], list(classifier), list(upsamplers),
+                               list(depths), cost, float(k), bool(adaptive), bool(refine))
+
+
+def _classify(feat, out_size, classifier):
+    return backend.resolve(feat.device.type)["classify"](feat, [int(s) for s in out_size], list(classifier))
+
+
+def _route(probs, cost, k=0.0, adaptive=False):
+    return backend.resolve(probs.device.type)["route"](probs, cost, float(k), bool(adaptive))
+
+
+def _upsample(feat, lr, classes, upsamplers, depths):
+    return backend.resolve(feat.device.type)["upsample"](feat, lr, classes, list(upsamplers), list(depths))
+
+
+def _refine(sr, classes, num_branches):
+    return backend.resolve(sr.device.type)["refine"](sr, classes, int(num_branches))
+
+
+_IMPLS = {"route_upsample": _route_upsample, "classify": _classify, "route": _route,
+          "upsample": _upsample, "refine": _refine}
+
+
+# --- fake kernels: shapes only -------------------------------------------------------
+
+def _route_upsample_fake(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True):
+    _, H, W, _ = validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k, values=False)
+    B = feat.shape[0]
+    return feat.new_empty(B, 3, H, W), feat.new_empty(B, H, W, dtype=torch.int64)
+
+
+def _classify_fake(feat, out_size, classifier):
+    B, D, _, _ = validate.check_feat(feat)
+    H, W = validate.check_out_size(out_size)
+    widths = validate.check_mlp("classifier", classifier, D + 4, None, feat.dtype, feat.device)
+    return feat.new_empty(B, H, W, widths[-1])
+
+
+def _route_fake(probs, cost, k=0.0, adaptive=False):
+    validate.check_tensor("probs", probs, 4)
+    validate.check_cost(cost, probs.shape[-1], probs.device, values=False)
+    validate.check_k(k)
+    return probs.new_empty(probs.shape[:3], dtype=torch.int64)
+
+
+def _upsample_fake(feat, lr, classes, upsamplers, depths):
+    B, D, _, _ = validate.check_feat(feat)
+    validate.check_lr(lr, feat)
+    branches = validate.split_branches(upsamplers, depths)
+    for j, br in enumerate(branches):
+        validate.check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
+    validate.check_tensor("classes", classes, 3, torch.int64, feat.device)
+    return feat.new_empty(B, 3, classes.shape[1], classes.shape[2])
+
+
+def _refine_fake(sr, classes, num_branches):
+    validate.check_tensor("sr", sr, 4)
+    validate.check_tensor("classes", classes, 3, torch.int64, sr.device)
+    return torch.empty_like(sr)
+
+
+_FAKES = {"route_upsample": _route_upsample_fake, "classify": _classify_fake, "route": _route_fake,
+          "upsample": _upsample_fake, "refine": _refine_fake}
+
+
+def register_all() -> None:
+    define_schemas()
+    for name in OPS:
+        qual = f"pcsr::{name}"
+        # CPU and CUDA both go through the Python backend choice; "meta" covers tensors
+        # on the meta device (no data).
+        torch.library.register_kernel(qual, ("cpu", "cuda"), _IMPLS[name])
+        torch.library.register_fake(qual, _FAKES[name])
+
+
+# The reference backend: always present, any device.
+backend.register("reference", {name: getattr(reference, f"{name}_ref") for name in OPS},
+                 lambda device_type: (True, ""))

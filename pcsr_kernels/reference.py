@@ -1,0 +1,219 @@
+"""The pure-PyTorch reference of every pcsr op: the specification the kernels are held to.
+
+Every function here has the signature of its ``torch.ops.pcsr`` op and computes it with
+plain PyTorch, in ``feat``'s dtype, in bounded memory: HR pixels are processed in bands
+of rows, so no per-pixel input matrix of the whole image is ever built.
+
+Per HR pixel ``(y, x)`` of an image ``b`` (see :mod:`pcsr_kernels.geometry`)::
+
+    inp   = [feat[b, :, iy[y], ix[x]], ry[y], rx[x], cell_y, cell_x]        # [D+4]
+    probs = softmax(classifier(inp))                                         # [M]
+    class = argmax_j  log(probs_j) - k * log(cost_j)      (cost-aware routing)
+          | ADM on the image's heavy mass                  (adaptive=True)
+    sr    = U_class(inp) + bilinear(lr)[b, :, y, x]
+    sr    = mean_3x3(sr)  where the pixel is light, touches a heavy pixel and is not on
+            the image border                                                  (refine)
+
+Branch 0 is the heaviest; branches ``j < (M+1)//2`` are heavy, the rest light.
+``argmax p_j / cost_j**k`` of the paper is evaluated in log space: the same decision,
+without the overflow of ``cost**k`` for |k| of a few tens.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import validate
+from .geometry import Tables
+
+# Pixels per band: large enough that the matmuls are efficient, small enough that the
+# per-band input matrix ([n, D+4] plus one hidden activation) stays a few tens of MB.
+CHUNK_PIXELS = 1 << 17
+
+# ADM: the authors' K-means stops after 20 Lloyd steps or when the summed squared
+# centre shift is at most 1e-4.
+ADM_MAX_STEPS = 20
+ADM_TOL = 1e-4
+
+
+def num_heavy(M: int) -> int:
+    """Branches 0 .. num_heavy(M)-1 are heavy."""
+    return (M + 1) // 2
+
+
+def mlp_ref(x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Linear -> ReLU per hidden layer, then a final Linear. x [n, in] -> [n, out]."""
+    last = len(params) - 2
+    for i in range(0, len(params), 2):
+        x = F.linear(x, params[i], params[i + 1])
+        if i != last:
+            x = torch.relu(x)
+    return x
+
+
+def _bands(H: int, W: int):
+    rows = max(1, CHUNK_PIXELS // W)
+    for y0 in range(0, H, rows):
+        yield y0, min(H, y0 + rows)
+
+
+def _band_inputs(feat_b: torch.Tensor, t: Tables, y0: int, y1: int) -> torch.Tensor:
+    """The MLP inputs of HR rows y0..y1 of one image: [(y1-y0)*W, D+4]."""
+    D = feat_b.shape[0]
+    W = t.ix.shape[0]
+    r = y1 - y0
+    z = feat_b[:, t.iy[y0:y1]][:, :, t.ix]  # [D, r, W]
+    z = z.permute(1, 2, 0).reshape(r * W, D)
+    rel = torch.stack(
+        [t.ry[y0:y1, None].expand(r, W), t.rx[None, :].expand(r, W)], dim=-1
+    ).reshape(r * W, 2).to(feat_b.dtype)
+    cell = feat_b.new_tensor([t.cell_y, t.cell_x]).expand(r * W, 2)
+    return torch.cat([z, rel, cell], dim=1)
+
+
+def classify_ref(feat: torch.Tensor, out_size: Sequence[int], classifier: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Probabilities over the M branches for every HR pixel: [B, H, W, M]."""
+    B, D, h, w = validate.check_feat(feat)
+    H, W = validate.check_out_size(out_size)
+    widths = validate.check_mlp("classifier", classifier, D + 4, None, feat.dtype, feat.device)
+    M = widths[-1]
+    t = Tables(h, w, H, W, feat.device)
+    probs = feat.new_empty(B, H, W, M)
+    for b in range(B):
+        for y0, y1 in _bands(H, W):
+            logits = mlp_ref(_band_inputs(feat[b], t, y0, y1), classifier)
+            probs[b, y0:y1] = torch.softmax(logits, dim=-1).view(y1 - y0, W, M)
+    return probs
+
+
+def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
+    """Adaptive decision (ADM) for one image: 1-D K-means of the heavy mass into M clusters.
+
+    heavy_mass [N] -> branch per value [N] int64, the cluster with the highest centre
+    going to branch 0.
+
+    M = 2 follows the authors' code step by step: values min-max normalised; the first
+    Lloyd step from a single centre leaves the centres at (mean, 0); then Lloyd steps
+    (nearest centre, ties to the lower index; an empty cluster's centre becomes 0) until
+    the summed squared centre shift is <= 1e-4 or 20 steps in all; the labels are those of
+    the last assignment. M > 2 (not in the authors' code): centres start evenly spaced at
+    (2j+1)/(2M) on the normalised values, an empty cluster keeps its centre, and the same
+    stopping rule applies. A constant image (max == min) sends every pixel to the lightest
+    branch, since the cluster that holds the smallest value is the light one.
+    """
+    s = heavy_mass.reshape(-1)
+    lo, hi = s.min(), s.max()
+    if not bool(hi > lo):
+        return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
+    v = (s - lo) / (hi - lo)
+    if M == 2:
+        centres = torch.stack([v.mean(), torch.zeros((), dtype=v.dtype, device=v.device)])
+        empty_to_zero = True
+    else:
+        centres = (2 * torch.arange(M, dtype=v.dtype, device=v.device) + 1) / (2 * M)
+        empty_to_zero = False
+    labels = None
+    zero = torch.zeros_like(centres)
+    for _ in range(ADM_MAX_STEPS - 1):
+        labels = torch.argmin((v[:, None] - centres[None, :]).abs(), dim=1)  # ties -> lower index
+        counts = zero.scatter_add(0, labels, torch.ones_like(v))
+        sums = zero.scatter_add(0, labels, v)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), zero if empty_to_zero else centres)
+        shift = float(((new - centres) ** 2).sum())
+        centres = new
+        if shift <= ADM_TOL:
+            break
+    # Rank clusters by centre, highest -> branch 0. The last update made each centre the
+    # mean of its labelled values, so for M = 2 this is the authors' rule "the cluster
+    # holding the smallest value is light".
+    order = torch.argsort(centres, descending=True, stable=True)  # order[r] = cluster of rank r
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(M, device=v.device)
+    return rank[labels]
+
+
+def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
+    """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64."""
+    validate.check_tensor("probs", probs, 4)
+    if not probs.is_floating_point():
+        raise ValueError(f"probs must be floating point, got {probs.dtype}")
+    B, H, W, M = probs.shape
+    if M < 2:
+        raise ValueError(f"probs must have M >= 2 branches in its last dimension, got shape {tuple(probs.shape)}")
+    validate.check_cost(cost, M, probs.device)
+    validate.check_k(k)
+    if adaptive:
+        heavy = probs[..., : num_heavy(M)].sum(-1)  # [B, H, W]
+        return torch.stack([adm_ref(heavy[b], M).view(H, W) for b in range(B)])
+    score = torch.log(probs) - k * torch.log(cost.to(probs.dtype))
+    return torch.argmax(score, dim=-1)
+
+
+def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
+                 upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> torch.Tensor:
+    """Routed MLP residual + bilinear(lr), unrefined: [B, 3, H, W]."""
+    B, D, h, w = validate.check_feat(feat)
+    validate.check_lr(lr, feat)
+    branches = validate.split_branches(upsamplers, depths)
+    for j, br in enumerate(branches):
+        validate.check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
+    M = len(branches)
+    validate.check_tensor("classes", classes, 3)
+    H, W = classes.shape[1:]
+    validate.check_classes(classes, B, H, W, M, feat.device)
+    t = Tables(h, w, H, W, feat.device)
+    # grid_sample(bilinear, border, align_corners=False) on the LIIF grid is exactly this.
+    sr = F.interpolate(lr, size=(H, W), mode="bilinear", align_corners=False)
+    for b in range(B):
+        for y0, y1 in _bands(H, W):
+            inp = _band_inputs(feat[b], t, y0, y1)
+            cls = classes[b, y0:y1].reshape(-1)
+            res = inp.new_zeros(inp.shape[0], 3)
+            for j, br in enumerate(branches):
+                idx = torch.nonzero(cls == j).squeeze(1)
+                if idx.numel():
+                    res[idx] = mlp_ref(inp[idx], br)
+            sr[b, :, y0:y1] += res.t().reshape(3, y1 - y0, W)
+    return sr
+
+
+def refine_ref(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.Tensor:
+    """Pixel-wise refinement: a light pixel with a heavy pixel in its 3x3 neighbourhood
+    takes the mean of the 3x3 neighbourhood of ``sr``; border rows/columns never change.
+
+    Because the border is never refined, every refined pixel's window lies inside the
+    image, so the authors' replicate padding never influences the result.
+    """
+    validate.check_tensor("sr", sr, 4)
+    if sr.shape[1] != 3:
+        raise ValueError(f"sr must be [B, 3, H, W], got {tuple(sr.shape)}")
+    if num_branches < 2:
+        raise ValueError(f"num_branches must be >= 2, got {num_branches}")
+    B, _, H, W = sr.shape
+    validate.check_classes(classes, B, H, W, num_branches, sr.device)
+    out = sr.clone()
+    if H < 3 or W < 3:
+        return out
+    heavy = (classes < num_heavy(num_branches)).to(sr.dtype)[:, None]  # [B, 1, H, W]
+    near_heavy = F.max_pool2d(heavy, 3, stride=1)[:, 0] > 0  # [B, H-2, W-2], interior pixels
+    cond = near_heavy & (heavy[:, 0, 1:-1, 1:-1] == 0)
+    mean = F.avg_pool2d(sr, 3, stride=1)  # [B, 3, H-2, W-2]
+    out[:, :, 1:-1, 1:-1] = torch.where(cond[:, None], mean, sr[:, :, 1:-1, 1:-1])
+    return out
+
+
+def route_upsample_ref(feat: torch.Tensor, lr: torch.Tensor, out_size: Sequence[int],
+                       classifier: Sequence[torch.Tensor], upsamplers: Sequence[torch.Tensor],
+                       depths: Sequence[int], cost: torch.Tensor, k: float = 0.0,
+                       adaptive: bool = False, refine: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole PCSR upsampling stage: ``(sr [B,3,H,W], classes [B,H,W] int64)``."""
+    M, H, W, _ = validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k)
+    probs = classify_ref(feat, (H, W), classifier)
+    classes = route_ref(probs, cost, k, adaptive)
+    del probs
+    sr = upsample_ref(feat, lr, classes, upsamplers, depths)
+    if refine:
+        sr = refine_ref(sr, classes, M)
+    return sr, classes

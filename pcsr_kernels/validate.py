@@ -1,0 +1,142 @@
+"""Argument checks shared by every backend and by the fake (meta) kernels.
+
+Each check raises ``ValueError`` (``TypeError`` for a wrong type) whose message names
+the argument and prints the sizes that were wrong. They only read shapes, dtypes and
+devices, so they also run on meta/fake tensors under ``torch.compile``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _fmt(t: torch.Tensor) -> str:
+    return f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} on {t.device}"
+
+
+def check_tensor(name: str, t, ndim: int | None = None, dtype=None, device=None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtype is not None and t.dtype != dtype:
+        raise ValueError(f"{name} must be {str(dtype).replace('torch.', '')} (as feat), got {_fmt(t)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device} (as feat), got {_fmt(t)}")
+
+
+def check_feat(feat) -> tuple[int, int, int, int]:
+    """feat [B, D, h, w], floating, non-empty."""
+    check_tensor("feat", feat, 4)
+    if feat.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"feat must be floating point (float32/float64/float16/bfloat16), got {_fmt(feat)}")
+    B, D, h, w = feat.shape
+    if B == 0 or D == 0 or h == 0 or w == 0:
+        raise ValueError(f"feat is empty: shape {tuple(feat.shape)} (expected [B, D, h, w] with every size > 0)")
+    return B, D, h, w
+
+
+def check_out_size(out_size: Sequence[int]) -> tuple[int, int]:
+    if len(out_size) != 2:
+        raise ValueError(f"out_size must be (H, W), got {list(out_size)}")
+    H, W = out_size
+    if isinstance(H, int) and isinstance(W, int) and (H <= 0 or W <= 0):
+        raise ValueError(f"out_size must be positive, got (H, W) = ({H}, {W})")
+    return H, W
+
+
+def check_mlp(name: str, params: Sequence[torch.Tensor], in_dim: int, out_dim: int | None,
+              dtype, device) -> list[int]:
+    """A flat [W0, b0, W1, b1, ...] list in nn.Linear layout whose widths chain.
+
+    Returns the widths ``[in, h1, ..., out]``.
+    """
+    if len(params) == 0 or len(params) % 2:
+        raise ValueError(f"{name} must be a flat list [W0, b0, W1, b1, ...] of nn.Linear pairs, got {len(params)} tensors")
+    widths = [in_dim]
+    for i in range(0, len(params), 2):
+        Wt, b = params[i], params[i + 1]
+        check_tensor(f"{name}[{i}] (weight of layer {i // 2})", Wt, 2, dtype, device)
+        check_tensor(f"{name}[{i + 1}] (bias of layer {i // 2})", b, 1, dtype, device)
+        if Wt.shape[1] != widths[-1]:
+            what = "D+4" if i == 0 else f"the previous layer's output width {widths[-1]}"
+            raise ValueError(
+                f"{name}: layer {i // 2} weight has shape {tuple(Wt.shape)} but its input width must be {what} = {widths[-1]}"
+            )
+        if b.shape[0] != Wt.shape[0]:
+            raise ValueError(f"{name}: layer {i // 2} bias has shape {tuple(b.shape)}, weight {tuple(Wt.shape)}: widths do not match")
+        widths.append(Wt.shape[0])
+    if out_dim is not None and widths[-1] != out_dim:
+        raise ValueError(f"{name}: last layer outputs {widths[-1]} values, expected {out_dim}")
+    return widths
+
+
+def split_branches(upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> list[list[torch.Tensor]]:
+    """Cut the flat list of every branch's [W, b] pairs into one list per branch."""
+    if len(depths) < 2:
+        raise ValueError(f"depths must name at least 2 branches (M >= 2), got depths={list(depths)}")
+    for j, d in enumerate(depths):
+        if d < 1:
+            raise ValueError(f"depths[{j}] = {d}: every branch needs at least one Linear layer")
+    need = 2 * sum(depths)
+    if len(upsamplers) != need:
+        raise ValueError(
+            f"upsamplers holds {len(upsamplers)} tensors but depths={list(depths)} needs 2*sum(depths) = {need}"
+        )
+    out, at = [], 0
+    for d in depths:
+        out.append(list(upsamplers[at:at + 2 * d]))
+        at += 2 * d
+    return out
+
+
+def check_cost(cost, M: int, device, values: bool = True) -> None:
+    check_tensor("cost", cost, 1, None, device)
+    if cost.shape[0] != M:
+        raise ValueError(f"cost must have one entry per branch: M = {M}, got shape {tuple(cost.shape)}")
+    if not cost.is_floating_point():
+        raise ValueError(f"cost must be floating point, got {_fmt(cost)}")
+    if values:  # reads the data: skipped by the fake kernels
+        if not bool(torch.isfinite(cost).all()) or not bool((cost > 0).all()):
+            raise ValueError(f"cost entries must be finite and > 0, got {cost.tolist()}")
+
+
+def check_k(k: float) -> None:
+    if not math.isfinite(k):
+        raise ValueError(f"k must be finite, got {k}")
+
+
+def check_lr(lr, feat) -> None:
+    check_tensor("lr", lr, 4, feat.dtype, feat.device)
+    B, _, h, w = feat.shape
+    if lr.shape[0] != B or lr.shape[1] != 3 or lr.shape[2] != h or lr.shape[3] != w:
+        raise ValueError(f"lr must be [B, 3, h, w] = [{B}, 3, {h}, {w}] to match feat {tuple(feat.shape)}, got {tuple(lr.shape)}")
+
+
+def check_classes(classes, B: int, H, W, M: int, device, values: bool = True) -> None:
+    check_tensor("classes", classes, 3, torch.int64, device)
+    if tuple(classes.shape) != (B, H, W):
+        raise ValueError(f"classes must be [B, H, W] = [{B}, {H}, {W}], got {tuple(classes.shape)}")
+    if values and classes.numel():  # reads the data: skipped by the fake kernels
+        lo, hi = int(classes.min()), int(classes.max())
+        if lo < 0 or hi >= M:
+            raise ValueError(f"classes must lie in [0, M) = [0, {M}), got values in [{lo}, {hi}]")
+
+
+def route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k, values: bool = True):
+    """All checks of route_upsample. Returns (M, H, W, branches) with branches split."""
+    _, D, _, _ = check_feat(feat)
+    check_lr(lr, feat)
+    H, W = check_out_size(out_size)
+    branches = split_branches(upsamplers, depths)
+    M = len(depths)
+    check_mlp("classifier", classifier, D + 4, M, feat.dtype, feat.device)
+    for j, br in enumerate(branches):
+        check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
+    check_cost(cost, M, feat.device, values)
+    check_k(k)
+    return M, H, W, branches
