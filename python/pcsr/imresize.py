@@ -135,7 +135,9 @@ def imresize(
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"imresize: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
-        raise ValueError(f"imresize: x must be [C, H, W] or [B, C, H, W], got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"imresize: x must be [C, H, W] or [B, C, H, W], got shape {tuple(x.shape)}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"imresize: x must be float32 or float64, got {x.dtype}")
     h, w = x.shape[-2:]

@@ -35,7 +35,7 @@ def to_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """``x`` snapped to the nearest 8-bit level and mapped back to [0, 1]: ``to_levels(x) / 255``."""
+    """``x`` snapped to its 8-bit level and mapped back to [0, 1]: ``to_levels(x) / 255``."""
     return to_levels(x) / 255
 
 
@@ -45,7 +45,9 @@ def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
     ``round((65.481 R + 128.553 G + 24.966 B) / 255 + 16)`` in float64, half to even.
     """
     if levels.dim() < 3 or levels.shape[-3] != 3:
-        raise ValueError(f"rgb_to_y: levels must be [..., 3, H, W], got shape {tuple(levels.shape)}")
+        raise ValueError(
+            f"rgb_to_y: levels must be [..., 3, H, W], got shape {tuple(levels.shape)}"
+        )
     c = torch.tensor(_Y_COEFFS, dtype=torch.float64, device=levels.device)
     lv = levels.to(torch.float64)
     y = lv[..., 0, :, :] * c[0] + lv[..., 1, :, :] * c[1] + lv[..., 2, :, :] * c[2]
@@ -69,9 +71,13 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, shave: int, y_channel: bool = False
             f"psnr: sr and hr must be tensors, got {type(sr).__name__} and {type(hr).__name__}"
         )
     if sr.shape != hr.shape:
-        raise ValueError(f"psnr: sr and hr must have the same shape, got {tuple(sr.shape)} and {tuple(hr.shape)}")
+        raise ValueError(
+            f"psnr: sr and hr must have the same shape, got {tuple(sr.shape)} and {tuple(hr.shape)}"
+        )
     if sr.dim() not in (3, 4) or sr.shape[-3] != 3:
-        raise ValueError(f"psnr: images must be [3, H, W] or [B, 3, H, W], got shape {tuple(sr.shape)}")
+        raise ValueError(
+            f"psnr: images must be [3, H, W] or [B, 3, H, W], got shape {tuple(sr.shape)}"
+        )
     if not sr.is_floating_point() or not hr.is_floating_point():
         raise ValueError(f"psnr: images must be float in [0, 1], got {sr.dtype} and {hr.dtype}")
     if isinstance(shave, bool) or not isinstance(shave, int) or shave < 0:

@@ -1,0 +1,342 @@
+"""The PCSR model: a CNN backbone, a per-pixel classifier and M MLP upsamplers.
+
+Inference goes through ``torch.ops.pcsr.route_upsample`` (via :mod:`pcsr_kernels`), so the
+backend (reference, cpu, triton, cuda) is a flag, not a code change. Training uses the
+soft mixture ``sum_j p_j * U_j + bilinear(lr)`` in plain PyTorch (autograd).
+
+Branch 0 is the heaviest upsampler; branches ``j < (M+1)//2`` are "heavy".
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import pcsr_kernels
+
+from . import flops as _flops
+from .backbones import fold_batchnorm, make_backbone
+
+# The authors' test code feeds the MLPs in chunks of this many pixels; the tiles of their
+# patch-wise mode are 32x32 LR pixels with stride 28.
+TILE, TILE_STRIDE = 32, 28
+
+
+class MLP(nn.Module):
+    """``Linear -> ReLU`` per hidden layer, then a final ``Linear``.
+
+    The layers sit in ``self.layers`` (an ``nn.Sequential``: Linear at even indices) so the
+    authors' ``imnet.layers.<i>`` keys map one to one.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = in_dim
+        for h in hidden:
+            layers += [nn.Linear(last, h), nn.ReLU()]
+            last = h
+        layers.append(nn.Linear(last, out_dim))
+        self.layers = nn.Sequential(*layers)
+        self.widths = [in_dim, *hidden, out_dim]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def flat_params(self) -> list[torch.Tensor]:
+        """``[W0, b0, W1, b1, ...]`` in nn.Linear layout, as the pcsr ops take them."""
+        out = []
+        for m in self.layers:
+            if isinstance(m, nn.Linear):
+                out += [m.weight, m.bias]
+        return out
+
+
+def _check_image(name: str, x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be an RGB batch [B, 3, h, w], got {shape}")
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a float image in [0, 1], got dtype {x.dtype}")
+
+
+def output_size(h: int, w: int, scale: float | None, out_size: Sequence[int] | None) -> tuple[int, int]:
+    """HR size for an LR size: ``round(h * scale)`` per side (as the authors), or out_size."""
+    if (scale is None) == (out_size is None):
+        raise ValueError("give exactly one of scale and out_size")
+    if out_size is not None:
+        H, W = (int(v) for v in out_size)
+        if H <= 0 or W <= 0:
+            raise ValueError(f"out_size must be positive, got {tuple(out_size)}")
+        return H, W
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+class PCSR(nn.Module):
+    """PCSR with any number of branches ``M = len(upsamplers) >= 2``.
+
+    Args:
+        backbone: 'fsrcnn' | 'carn' | 'srresnet'; ``backbone_args`` go to its constructor
+            (``no_upsampling`` is forced on).
+        upsamplers: hidden widths per branch, heaviest first, e.g. ``[[74]*4, [20]*3]``.
+        classifier: hidden widths of the classifier MLP (``[]``: one Linear).
+        rgb_mean, rgb_std: the normalisation applied to the LR input (undone on the output).
+    """
+
+    def __init__(self, backbone: str, backbone_args: dict | None, upsamplers: Sequence[Sequence[int]],
+                 classifier: Sequence[int], rgb_mean=(0.0, 0.0, 0.0), rgb_std=(1.0, 1.0, 1.0)):
+        super().__init__()
+        if len(upsamplers) < 2:
+            raise ValueError(f"PCSR needs at least 2 upsamplers (M >= 2), got {len(upsamplers)}")
+        args = dict(backbone_args or {})
+        args["no_upsampling"] = True
+        self.config = {
+            "backbone": backbone, "backbone_args": {k: v for k, v in args.items() if k != "no_upsampling"},
+            "upsamplers": [list(map(int, u)) for u in upsamplers], "classifier": list(map(int, classifier)),
+            "rgb_mean": [float(v) for v in rgb_mean], "rgb_std": [float(v) for v in rgb_std],
+        }
+        self.backbone = make_backbone(backbone, **args)
+        D = self.backbone.out_dim
+        self.classifier = MLP(D + 4, len(upsamplers), classifier)
+        self.upsamplers = nn.ModuleList(MLP(D + 4, 3, u) for u in upsamplers)
+        self.register_buffer("rgb_mean", torch.tensor(rgb_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(rgb_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._cost_cache: dict[float, torch.Tensor] = {}
+        # A plain dict, not an attribute, so the folded copy is not registered as a submodule.
+        self._folded: dict[str, nn.Module] = {}
+
+    # --- structure -----------------------------------------------------------------
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.upsamplers)
+
+    @property
+    def num_heavy(self) -> int:
+        return (self.num_branches + 1) // 2
+
+    def train(self, mode: bool = True):
+        self._folded.clear()  # weights may change: drop the inference copy
+        return super().train(mode)
+
+    def _inference_backbone(self) -> nn.Module:
+        """Eval backbone with BatchNorm folded into the convolutions (same function, fewer ops)."""
+        if self.training:
+            return self.backbone
+        return _folded_copy(self._folded, self.backbone)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._folded.clear()
+        self._cost_cache.clear()
+        return super().load_state_dict(*args, **kwargs)
+
+    def cost(self, scale: float) -> torch.Tensor:
+        """Relative cost of each branch at ``scale`` (the authors' cost_list, branch 0 first):
+        FLOPs of the backbone on a 16x16 LR input plus FLOPs of branch j on the HR pixels it
+        makes, normalised to sum 1."""
+        key = float(scale)
+        if key not in self._cost_cache:
+            p = next(self.parameters())
+            zeros = torch.zeros(1, 3, 16, 16, device=p.device, dtype=p.dtype)
+            backbone = _flops.count_flops(self.backbone, zeros)
+            n = _flops.branch_pixels_16x16(key)
+            branches = [_flops.mlp_flops(u.widths, n) for u in self.upsamplers]
+            self._cost_cache[key] = _flops.cost_vector(backbone, branches)
+        return self._cost_cache[key]
+
+    # --- inference -------------------------------------------------------------------
+
+    def normalise(self, lr: torch.Tensor) -> torch.Tensor:
+        return (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.rgb_std.to(x) + self.rgb_mean.to(x)
+
+    @torch.no_grad()
+    def forward(self, lr: torch.Tensor, scale: float | None = None, out_size: Sequence[int] | None = None,
+                k: float = 0.0, adaptive: bool = False, refine: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upscale a batch of LR images in [0, 1]: ``(sr [B,3,H,W], classes [B,H,W])``.
+
+        ``sr`` is not clamped (the paper's protocol measures the unclamped output).
+        ``scale`` sets the cost vector too; with only ``out_size`` the scale is taken as the
+        mean of the two ratios rounded to 0.1, as the authors do.
+        """
+        _check_image("lr", lr)
+        h, w = lr.shape[-2:]
+        H, W = output_size(h, w, scale, out_size)
+        if scale is None:
+            scale = round((H / h + W / w) / 2, 1)
+        x = self.normalise(lr)
+        feat = self._inference_backbone()(x)
+        cost = self.cost(scale).to(device=feat.device, dtype=feat.dtype)
+        ups = [p for u in self.upsamplers for p in u.flat_params()]
+        depths = [len(u.widths) - 1 for u in self.upsamplers]
+        sr, classes = pcsr_kernels.route_upsample(feat, x, (H, W), self.classifier.flat_params(), ups,
+                                                  depths, cost, k, adaptive, refine)
+        return self.denormalise(sr), classes
+
+    @torch.no_grad()
+    def forward_tiled(self, lr: torch.Tensor, scale: int, k: float = 0.0, adaptive: bool = False,
+                      refine: bool = True, tile: int = TILE, stride: int = TILE_STRIDE,
+                      batch: int = 64, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Overlapping-tile inference (the authors' patch mode: 32x32 LR tiles, stride 28,
+        overlaps averaged), for images whose features do not fit in memory at once.
+
+        Unlike the authors' code, which crops the image to a whole number of strides, the
+        last tile of each row/column is moved flush with the border so every pixel is
+        covered. ADM and refinement run per tile. Where tiles overlap, ``classes`` holds the
+        last tile's decision. Needs an integer scale.
+        """
+        _check_image("lr", lr)
+        if not (float(scale).is_integer() and scale >= 1):
+            raise ValueError(f"tiled inference needs an integer scale, got {scale}")
+        s = int(scale)
+        B, _, h, w = lr.shape
+        ys, xs = _tile_starts(h, tile, stride), _tile_starts(w, tile, stride)
+        th, tw = min(tile, h), min(tile, w)
+        out = lr.new_zeros(B, 3, h * s, w * s)
+        weight = lr.new_zeros(1, 1, h * s, w * s)
+        classes = torch.empty(B, h * s, w * s, dtype=torch.int64, device=lr.device)
+        boxes = [(y, x) for y in ys for x in xs]
+        for i in range(0, len(boxes), batch):
+            part = boxes[i:i + batch]
+            crops = torch.cat([lr[:, :, y:y + th, x:x + tw] for y, x in part])  # [n*B, 3, th, tw]
+            sr, cls = self.forward(crops, scale=s, k=k, adaptive=adaptive, refine=refine)
+            for j, (y, x) in enumerate(part):
+                Y, X = y * s, x * s
+                out[:, :, Y:Y + th * s, X:X + tw * s] += sr[j * B:(j + 1) * B]
+                weight[:, :, Y:Y + th * s, X:X + tw * s] += 1
+                classes[:, Y:Y + th * s, X:X + tw * s] = cls[j * B:(j + 1) * B]
+            if progress is not None:
+                progress(len(part))
+        return out / weight, classes
+
+    # --- training --------------------------------------------------------------------
+
+    def forward_train(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training forward on query pixels (LIIF convention).
+
+        lr [B,3,h,w] in [0,1]; coord [B,Q,2] HR pixel centres as (y, x) in (-1, 1); cell
+        [B,Q,2] = (2/H, 2/W). Returns ``(pred [B,Q,3] (soft mixture + bilinear, in image
+        units), probs [B,Q,M], branch_preds [B,Q,M,3])``.
+        """
+        x = self.normalise(lr)
+        feat = self.backbone(x)
+        inp = make_mlp_input(feat, coord, cell)  # [B, Q, D+4]
+        probs = torch.softmax(self.classifier(inp), dim=-1)
+        preds = torch.stack([u(inp) for u in self.upsamplers], dim=2)  # [B, Q, M, 3]
+        base = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border",
+                             align_corners=False)[:, :, 0, :].permute(0, 2, 1)  # [B, Q, 3]
+        pred = (probs.unsqueeze(-1) * preds).sum(2) + base
+        return self.denormalise_points(pred), probs, preds
+
+    def denormalise_points(self, pred: torch.Tensor) -> torch.Tensor:
+        return pred * self.rgb_std.view(1, 1, 3).to(pred) + self.rgb_mean.view(1, 1, 3).to(pred)
+
+    # --- FLOPs -----------------------------------------------------------------------
+
+    def flops(self, lr_shape: Sequence[int], classes: torch.Tensor) -> int:
+        """FLOPs of one inference with the official counting rules: backbone (hooks on the
+        unfolded modules), the classifier on every HR pixel, each branch on its pixels."""
+        total = _meta_flops(self.backbone, lr_shape)
+        total += _flops.mlp_flops(self.classifier.widths, classes.numel())
+        counts = torch.bincount(classes.reshape(-1), minlength=self.num_branches).tolist()
+        for u, n in zip(self.upsamplers, counts):
+            total += _flops.mlp_flops(u.widths, int(n))
+        return total
+
+
+def _meta_flops(module: nn.Module, shape: Sequence[int]) -> int:
+    """Official-rule FLOPs of ``module`` on an input of ``shape``, counted on a copy on the
+    meta device: same hooks and shapes, no arithmetic, so 8K inputs cost nothing."""
+    meta = copy.deepcopy(module).to("meta")
+    return _flops.count_flops(meta, torch.zeros(*shape, device="meta"))
+
+
+def _folded_copy(cache: dict, module: nn.Module) -> nn.Module:
+    """The BatchNorm-folded copy of ``module``, rebuilt whenever a parameter or buffer
+    changed (in-place updates bump ``_version``) or moved to another device/dtype."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    if cache.get("key") != key:
+        cache["key"], cache["module"] = key, fold_batchnorm(module)
+    return cache["module"]
+
+
+def _tile_starts(n: int, tile: int, stride: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile + 1, stride))
+    if starts[-1] != n - tile:
+        starts.append(n - tile)
+    return starts
+
+
+def make_mlp_input(feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """LIIF sampler input for arbitrary query points: ``[z, rel_coord, rel_cell]`` [B,Q,D+4].
+
+    ``z`` is the nearest LR feature (``grid_sample`` nearest), ``rel_coord`` the offset to
+    its pixel centre in LR pixel units, ``rel_cell`` the HR cell in LR pixel units.
+    """
+    h, w = feat.shape[-2:]
+    grid = coord.flip(-1).unsqueeze(1)  # [B, 1, Q, 2] as (x, y)
+    z = F.grid_sample(feat, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+    from pcsr_kernels.geometry import liif_coord
+
+    lr_coord = torch.stack(torch.meshgrid(liif_coord(h, feat.device), liif_coord(w, feat.device), indexing="ij"))
+    q = F.grid_sample(lr_coord.unsqueeze(0).expand(feat.shape[0], 2, h, w).to(feat.dtype), grid,
+                      mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+    scale = feat.new_tensor([h, w])
+    rel = (coord - q) * scale
+    rel_cell = cell * scale
+    return torch.cat([z, rel, rel_cell], dim=-1)
+
+
+class SRModel(nn.Module):
+    """An original (non-PCSR) network with its own upsampling tail, with the input
+    normalisation its authors used. ``forward(lr) -> sr`` (not clamped)."""
+
+    def __init__(self, backbone: str, backbone_args: dict | None, rgb_mean=(0.0, 0.0, 0.0), rgb_std=(1.0, 1.0, 1.0)):
+        super().__init__()
+        args = dict(backbone_args or {})
+        args["no_upsampling"] = False
+        self.config = {"backbone": backbone, "backbone_args": {k: v for k, v in args.items() if k != "no_upsampling"},
+                       "rgb_mean": [float(v) for v in rgb_mean], "rgb_std": [float(v) for v in rgb_std]}
+        self.net = make_backbone(backbone, **args)
+        self.register_buffer("rgb_mean", torch.tensor(rgb_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(rgb_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._folded: dict[str, nn.Module] = {}
+
+    @property
+    def scale(self) -> int:
+        return int(self.net.scale)
+
+    def train(self, mode: bool = True):
+        self._folded.clear()
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._folded.clear()
+        return super().load_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        _check_image("lr", lr)
+        net = self.net
+        if not self.training:
+            net = _folded_copy(self._folded, self.net)
+        x = (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
+        return net(x) * self.rgb_std.to(lr) + self.rgb_mean.to(lr)
+
+    def flops(self, lr_shape: Sequence[int]) -> int:
+        """FLOPs of one forward on an input of ``lr_shape``, official counting rules."""
+        return _meta_flops(self.net, lr_shape)
