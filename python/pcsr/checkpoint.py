@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .atomic import atomic_path
 from .backbones import RGB_MEAN
 from .model import PCSR, SRModel
 
@@ -105,15 +105,8 @@ def save(model: nn.Module, path: str | os.PathLike, info: dict | None = None) ->
     if info:
         config["info"] = info
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={"pcsr_config": json.dumps(config)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _load_safetensors(path: Path) -> tuple[dict, dict]:

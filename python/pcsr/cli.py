@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -62,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXTRA_COMMANDS: list = []
+
+from .train import register as _register_train  # noqa: E402
+_EXTRA_COMMANDS.append(_register_train)
 
 
 def _setup(args):
@@ -224,18 +226,10 @@ def _print_table(records: list[dict], with_original: bool) -> None:
 
 
 def _write_json(path: str, obj) -> None:
-    import tempfile
+    from .atomic import atomic_path
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:

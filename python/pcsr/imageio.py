@@ -7,13 +7,14 @@ as greyscale.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_path
 
 
 class ImageError(ValueError):
@@ -87,15 +88,8 @@ def write_png(path: str | os.PathLike, rgb: torch.Tensor, alpha: torch.Tensor | 
         a = Image.fromarray(to_uint8(alpha)[:, :, 0], "L")
         im = im.convert("LA" if grey else "RGBA")
         im.putalpha(a)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_classes(path: str | os.PathLike, classes: torch.Tensor, num_branches: int, image: torch.Tensor | None = None) -> None:
