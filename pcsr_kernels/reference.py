@@ -109,18 +109,21 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
         return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
     v = (s - lo) / (hi - lo)
     if M == 2:
-        centres = torch.stack([v.mean(), torch.zeros((), dtype=v.dtype, device=v.device)])
+        centres = torch.stack([_cluster_mean(v.sum(dtype=torch.float64), v.numel(), v.dtype),
+                               torch.zeros((), dtype=v.dtype, device=v.device)])
         empty_to_zero = True
     else:
         centres = (2 * torch.arange(M, dtype=v.dtype, device=v.device) + 1) / (2 * M)
         empty_to_zero = False
     labels = None
-    zero = torch.zeros_like(centres)
     for _ in range(ADM_MAX_STEPS - 1):
         labels = torch.argmin((v[:, None] - centres[None, :]).abs(), dim=1)  # ties -> lower index
-        counts = zero.scatter_add(0, labels, torch.ones_like(v))
-        sums = zero.scatter_add(0, labels, v)
-        new = torch.where(counts > 0, sums / counts.clamp(min=1), zero if empty_to_zero else centres)
+        # Integer counts and float64 sums: exact counts at any image size (fp32 stops
+        # counting at 2^24 pixels, which an 8K image passes), and one rounding per centre.
+        counts = torch.bincount(labels, minlength=M)
+        sums = torch.zeros(M, dtype=torch.float64, device=v.device).scatter_add_(0, labels, v.double())
+        new = torch.where(counts > 0, _cluster_mean(sums, counts.clamp(min=1), v.dtype),
+                          torch.zeros_like(centres) if empty_to_zero else centres)
         shift = float(((new - centres) ** 2).sum())
         centres = new
         if shift <= ADM_TOL:
@@ -132,6 +135,10 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(M, device=v.device)
     return rank[labels]
+
+
+def _cluster_mean(sums, counts, dtype):
+    return (sums / counts).to(dtype)
 
 
 def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
