@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXTRA_COMMANDS: list = []
+from . import bench, sweep  # noqa: E402,F401  (each appends its subcommand to _EXTRA_COMMANDS)
 
 from .train import register as _register_train  # noqa: E402
 _EXTRA_COMMANDS.append(_register_train)

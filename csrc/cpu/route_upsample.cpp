@@ -1,0 +1,70 @@
+// pcsr_cpu::route_upsample: classify, route, upsample and refine in one tiled pass (two
+// passes with ADM, which needs every pixel's heavy mass before any decision).
+#include <torch/library.h>
+
+#include "cpu/engine.h"
+#include "cpu/ops.h"
+
+namespace pcsr {
+namespace cpu {
+
+std::tuple<at::Tensor, at::Tensor> route_upsample_cpu(const at::Tensor& feat_, const at::Tensor& lr_,
+                                                      at::IntArrayRef out_size, at::TensorList classifier,
+                                                      at::TensorList upsamplers, at::IntArrayRef depths,
+                                                      const at::Tensor& cost, double k, bool adaptive, bool refine) {
+  check_feat(feat_);
+  check_cpu("feat", feat_);
+  check_kernel_dtype("cpu", feat_);
+  check_lr(lr_, feat_);
+  const auto hw = check_out_size(out_size);
+  const int64_t H = hw.first, W = hw.second;
+  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
+  const auto branches = checked_branches(upsamplers, depths, feat_);
+  const int64_t M = static_cast<int64_t>(depths.size());
+  check_mlp("classifier", classifier, D + 4, M, feat_);
+  check_cost(cost, M, feat_.device());
+  check_k(k);
+
+  const at::Tensor& feat = feat_;  // any strides: the kernels gather by stride (channels-last included)
+  const at::Tensor lr = lr_.contiguous();
+  const Tables t(h, w, H, W, feat.scalar_type());
+  at::Tensor sr = at::empty({B, 3, H, W}, feat.options());                      // [B, 3, H, W]
+  at::Tensor classes = at::empty({B, H, W}, feat.options().dtype(at::kLong));  // [B, H, W]
+  const std::vector<at::Tensor> cls(classifier.begin(), classifier.end());
+  AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "route_upsample_cpu", [&] {
+    using T = scalar_t;
+    const Packed<T> pk = pack<T>(cls, branches, D, t);
+    if (!adaptive) {
+      const at::Tensor klogc = k_log_cost(cost.cpu(), k, feat.scalar_type()).contiguous();  // [M]
+      PassSpec<T> s;
+      s.classify = s.upsample = true;
+      s.klogc = klogc.data_ptr<T>();
+      s.classes = classes.data_ptr<int64_t>();
+      s.lr = lr.data_ptr<T>();
+      s.sr = sr.data_ptr<T>();
+      run_pass<T>(feat, t, pk, M, s);
+    } else {
+      {
+        at::Tensor heavy = at::empty({B, H * W}, feat.options());  // [B, H*W]
+        PassSpec<T> s;
+        s.classify = true;
+        s.heavy = heavy.data_ptr<T>();
+        run_pass<T>(feat, t, pk, M, s);
+        adm<T>(heavy.data_ptr<T>(), B, H * W, M, classes.data_ptr<int64_t>());
+      }
+      PassSpec<T> s;
+      s.upsample = true;
+      s.classes = classes.data_ptr<int64_t>();
+      s.lr = lr.data_ptr<T>();
+      s.sr = sr.data_ptr<T>();
+      run_pass<T>(feat, t, pk, M, s);
+    }
+    if (refine) refine_inplace<T>(sr.data_ptr<T>(), classes.data_ptr<int64_t>(), B, H, W, M);
+  });
+  return {sr, classes};
+}
+
+TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("route_upsample", &route_upsample_cpu); }
+
+}  // namespace cpu
+}  // namespace pcsr
