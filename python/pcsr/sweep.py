@@ -125,7 +125,7 @@ def plot(points: list[dict], x: str, path: Path, title: str, xlabel: str, xscale
                 ax.plot([p[x] * xscale], [p["psnr"]], linestyle="none", label=label, **style)
     # Bicubic is usually several dB below everything else: drawing it to scale would squash
     # the differences the plot is about, so the axis keeps to the models and bicubic is a
-    # line when it falls inside, else a labelled arrow at the bottom edge.
+    # line when it falls inside, else a legend entry that gives its PSNR.
     models = [p["psnr"] for p in points if p["point"] != "bicubic"]
     lo, hi = (min(models), max(models)) if models else (0.0, 1.0)
     pad = max(0.05, 0.15 * (hi - lo))
@@ -137,9 +137,6 @@ def plot(points: list[dict], x: str, path: Path, title: str, xlabel: str, xscale
             lo = min(lo, p["psnr"])
         else:
             ax.plot([], [], color="gray", linestyle="--", label=f"bicubic: {p['psnr']:.2f} dB (below the axis)")
-            ax.annotate(f"bicubic {p['psnr']:.2f} dB", xy=(0.01, 0.0), xycoords="axes fraction", xytext=(0.01, 0.07),
-                        textcoords="axes fraction", color="gray", fontsize=8,
-                        arrowprops=dict(arrowstyle="->", color="gray"))
     if models:
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(xlabel)
