@@ -29,6 +29,25 @@ def test_roundtrip_keeps_weights_and_config(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp file
 
 
+@pytest.mark.parametrize("low_byte", [0x80, 0x50])
+def test_safetensors_header_length_is_not_mistaken_for_pickle(tmp_path, low_byte):
+    # A safetensors file starts with its header length (u64, little endian); when the low
+    # byte is 0x80 the file begins like a legacy pickle and must still load as safetensors.
+    m = _tiny()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(m, path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + n].rstrip(b" ")
+    pad = (low_byte - len(header)) % 256
+    header += b" " * pad  # JSON allows trailing spaces; safetensors pads its header the same way
+    assert len(header) % 256 == low_byte and len(header) % 8 == 0
+    path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+    m2 = checkpoint.load(path)
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_authors_pcsr_checkpoint_maps_branch_order():
     """Their classifier outputs (light, heavy); ours (heavy, light): same decisions."""
     m = checkpoint.load(official_file("fsrcnn-pcsr-phase1.pth"))

@@ -203,10 +203,15 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
         head = f.read(16)
     if len(head) < 8:
         raise CheckpointError(f"{path}: file too short ({len(head)} bytes) to be a checkpoint")
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive / legacy pickle
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Test that
+    # first: the length's low byte may well be 0x80, the first byte of a legacy pickle.
+    header_len = int.from_bytes(head[:8], "little")
+    if head[8:9] == b"{" and header_len <= path.stat().st_size - 8:
+        config, state = _load_safetensors(path)
+    elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive / legacy pickle
         config, state = _load_torch(path)
     else:
-        config, state = _load_safetensors(path)
+        config, state = _load_safetensors(path)  # reports what is wrong with the file
     model = model_from_config(config)
     _load_state(model, state, str(path))
     model.checkpoint_info = {"path": str(path), **config.get("info", {})}
