@@ -147,6 +147,56 @@ def test_torchrun_two_processes_loss_decreases(data_dir, tmp_path):
     assert not torch.equal(state["rng.0"], state["rng.1"])  # each rank its own stream
 
 
+def _lavg_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from pcsr.train import phase_loss
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        pred, probs, gt = (t.chunk(world)[rank].clone().requires_grad_(t.is_floating_point())
+                           for t in _lavg_inputs())
+        loss, parts = phase_loss(pred, probs, gt, TrainConfig(data=[], out=""), world)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "l_avg": torch.tensor(parts["l_avg"]), "pred": pred.grad,
+                    "probs": probs.grad}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _lavg_inputs():
+    g = torch.Generator().manual_seed(5)
+    B, Q, A = 4, 50, 3
+    probs = torch.rand(B, Q, A, generator=g)
+    probs[:2, :, 0] += 1.5  # rank 0's share leans to branch 0, rank 1's to branch 1
+    probs[2:, :, 1] += 1.5
+    probs = probs / probs.sum(-1, keepdim=True)
+    return torch.rand(B, Q, 3, generator=g), probs, torch.rand(B, Q, 3, generator=g)
+
+
+def test_ddp_l_avg_is_taken_over_the_global_batch(tmp_path):
+    """Two gloo processes, each with half the batch: after DDP's 1/world averaging their
+    gradients must be one process's gradient on the whole batch, and L_avg the global one."""
+    import torch.multiprocessing as mp
+
+    from pcsr.train import phase_loss
+
+    world = 2
+    mp.spawn(_lavg_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    pred, probs, gt = (t.clone().requires_grad_() for t in _lavg_inputs())
+    loss, parts = phase_loss(pred, probs, gt, TrainConfig(data=[], out=""))
+    loss.backward()
+    for r in range(world):
+        got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+        assert got["l_avg"].item() == pytest.approx(parts["l_avg"], rel=1e-6)
+        torch.testing.assert_close(got["probs"] / world, probs.grad.chunk(world)[r])
+        torch.testing.assert_close(got["pred"] / world, pred.grad.chunk(world)[r])
+    # a per-rank L_avg (the old behaviour) would not match: the ranks' branch usage differs
+    half = [phase_loss(pred.detach().chunk(2)[r], probs.detach().chunk(2)[r], gt.chunk(2)[r],
+                       TrainConfig(data=[], out=""))[1]["l_avg"] for r in range(world)]
+    assert abs(sum(half) / 2 - parts["l_avg"]) > 1e-3
+
+
 # --- refusals -------------------------------------------------------------------------------------
 
 def test_resume_refuses_other_variant(data_dir, tmp_path):

@@ -11,7 +11,8 @@ Phases, for a model with M upsamplers (branch 0 the heaviest):
       loss  = w_recon * L1(pred, hr) + w_avg * L_avg
       L_avg = sum_{i<=j} |sum_n p_ni - N/(j+1)| / (N/(j+1))     (N pixels of the batch)
 
-  which for M = 2 is the authors' form (normalised by N/2).
+  which for M = 2 is the authors' form (normalised by N/2). Under DDP the sums run over
+  the global batch (a differentiable all-reduce), as on one process.
 
 Each phase has its own Adam (betas 0.9, 0.99, no weight decay) and a cosine schedule from
 ``lr`` to ``lr_min`` over the phase's iterations, computed from the step (so the schedule's
@@ -203,13 +204,27 @@ def set_phase(model: PCSR, phase: int) -> list[nn.Parameter]:
     return params
 
 
-def phase_loss(pred, probs, gt, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+def phase_loss(pred, probs, gt, cfg: TrainConfig, world: int = 1) -> tuple[torch.Tensor, dict]:
+    """The phase's loss on this rank's share of the batch. With ``world > 1`` (an initialised
+    process group, equal shares), L_avg is taken over the global batch: the per-branch
+    probability sums are all-reduced with a differentiable all-reduce, so that after
+    DistributedDataParallel averages the gradients they equal one process's gradient on the
+    whole batch (L1 is a mean, which DDP's averaging already makes global)."""
     l1 = (pred - gt).abs().mean()
     if probs is None:
         return l1, {"l1": float(l1.detach())}
     A = probs.shape[-1]
-    target = probs[..., 0].numel() / A  # N / A
-    l_avg = (probs.reshape(-1, A).sum(0) - target).abs().sum() / target
+    sums = probs.reshape(-1, A).sum(0)
+    if world > 1:
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce  # differentiable (sums the gradients)
+
+        with warnings.catch_warnings():  # deprecated in favour of a private API; still supported
+            warnings.simplefilter("ignore", FutureWarning)
+            sums = all_reduce(sums)
+    target = probs[..., 0].numel() * world / A  # N / A over the global batch
+    l_avg = (sums - target).abs().sum() / target
     return cfg.w_recon * l1 + cfg.w_avg * l_avg, {"l1": float(l1.detach()), "l_avg": float(l_avg.detach())}
 
 
@@ -578,7 +593,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                 for g in opt.param_groups:
                     g["lr"] = cosine_lr(step, total, lr0, cfg.lr_min)
                 pred, probs = net(b.lr.to(device), b.coord.to(device), b.cell.to(device))
-                loss, parts = phase_loss(pred, probs, b.gt.to(device), cfg)
+                loss, parts = phase_loss(pred, probs, b.gt.to(device), cfg, dist.world)
                 loss_val = dist.mean(float(loss.detach()))
                 if not math.isfinite(loss_val):
                     where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
