@@ -78,11 +78,9 @@ def _route_fake(probs, cost, k=0.0, adaptive=False):
 
 
 def _upsample_fake(feat, lr, classes, upsamplers, depths):
-    B, D, _, _ = validate.check_feat(feat)
+    B, _, _, _ = validate.check_feat(feat)
     validate.check_lr(lr, feat)
-    branches = validate.split_branches(upsamplers, depths)
-    for j, br in enumerate(branches):
-        validate.check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
+    validate.check_branches(upsamplers, depths, feat)
     validate.check_tensor("classes", classes, 3, torch.int64, feat.device)
     return feat.new_empty(B, 3, classes.shape[1], classes.shape[2])
 

@@ -143,14 +143,7 @@ def _cluster_mean(sums, counts, dtype):
 
 def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
     """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64."""
-    validate.check_tensor("probs", probs, 4)
-    if not probs.is_floating_point():
-        raise ValueError(f"probs must be floating point, got {probs.dtype}")
-    B, H, W, M = probs.shape
-    if M < 2:
-        raise ValueError(f"probs must have M >= 2 branches in its last dimension, got shape {tuple(probs.shape)}")
-    validate.check_cost(cost, M, probs.device)
-    validate.check_k(k)
+    B, H, W, M = validate.route_args(probs, cost, k)
     if adaptive:
         heavy = probs[..., : num_heavy(M)].sum(-1)  # [B, H, W]
         return torch.stack([adm_ref(heavy[b], M).view(H, W) for b in range(B)])
@@ -161,15 +154,7 @@ def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive:
 def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
                  upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> torch.Tensor:
     """Routed MLP residual + bilinear(lr), unrefined: [B, 3, H, W]."""
-    B, D, h, w = validate.check_feat(feat)
-    validate.check_lr(lr, feat)
-    branches = validate.split_branches(upsamplers, depths)
-    for j, br in enumerate(branches):
-        validate.check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
-    M = len(branches)
-    validate.check_tensor("classes", classes, 3)
-    H, W = classes.shape[1:]
-    validate.check_classes(classes, B, H, W, M, feat.device)
+    B, _, h, w, H, W, branches = validate.upsample_args(feat, lr, classes, upsamplers, depths)
     t = Tables(h, w, H, W, feat.device)
     # grid_sample(bilinear, border, align_corners=False) on the LIIF grid is exactly this.
     sr = F.interpolate(lr, size=(H, W), mode="bilinear", align_corners=False)
@@ -193,13 +178,7 @@ def refine_ref(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> to
     Because the border is never refined, every refined pixel's window lies inside the
     image, so the authors' replicate padding never influences the result.
     """
-    validate.check_tensor("sr", sr, 4)
-    if sr.shape[1] != 3:
-        raise ValueError(f"sr must be [B, 3, H, W], got {tuple(sr.shape)}")
-    if num_branches < 2:
-        raise ValueError(f"num_branches must be >= 2, got {num_branches}")
-    B, _, H, W = sr.shape
-    validate.check_classes(classes, B, H, W, num_branches, sr.device)
+    _, H, W = validate.refine_args(sr, classes, num_branches)
     out = sr.clone()
     if H < 3 or W < 3:
         return out

@@ -94,6 +94,15 @@ def split_branches(upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) ->
     return out
 
 
+def check_branches(upsamplers: Sequence[torch.Tensor], depths: Sequence[int], feat) -> list[list[torch.Tensor]]:
+    """Split the upsamplers per branch and check every branch: D+4 inputs (feat's D), 3 outputs."""
+    branches = split_branches(upsamplers, depths)
+    D = feat.shape[1]
+    for j, br in enumerate(branches):
+        check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
+    return branches
+
+
 def check_cost(cost, M: int, device, values: bool = True) -> None:
     check_tensor("cost", cost, 1, None, device)
     if cost.shape[0] != M:
@@ -140,3 +149,40 @@ def route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost
     check_cost(cost, M, feat.device, values)
     check_k(k)
     return M, H, W, branches
+
+
+def route_args(probs, cost, k) -> tuple[int, int, int, int]:
+    """All checks of route. Returns (B, H, W, M) of probs [B, H, W, M]."""
+    check_tensor("probs", probs, 4)
+    if not probs.is_floating_point():
+        raise ValueError(f"probs must be floating point, got {probs.dtype}")
+    B, H, W, M = probs.shape
+    if M < 2:
+        raise ValueError(f"probs must have M >= 2 branches in its last dimension, got shape {tuple(probs.shape)}")
+    check_cost(cost, M, probs.device)
+    check_k(k)
+    return B, H, W, M
+
+
+def upsample_args(feat, lr, classes, upsamplers, depths):
+    """All checks of upsample. Returns (B, D, h, w, H, W, branches), H, W from classes
+    [B, H, W] and branches split."""
+    B, D, h, w = check_feat(feat)
+    check_lr(lr, feat)
+    branches = check_branches(upsamplers, depths, feat)
+    check_tensor("classes", classes, 3)
+    H, W = classes.shape[1:]
+    check_classes(classes, B, H, W, len(branches), feat.device)
+    return B, D, h, w, H, W, branches
+
+
+def refine_args(sr, classes, num_branches: int) -> tuple[int, int, int]:
+    """All checks of refine. Returns (B, H, W) of sr [B, 3, H, W]."""
+    check_tensor("sr", sr, 4)
+    if sr.shape[1] != 3:
+        raise ValueError(f"sr must be [B, 3, H, W], got {tuple(sr.shape)}")
+    if num_branches < 2:
+        raise ValueError(f"num_branches must be >= 2, got {num_branches}")
+    B, _, H, W = sr.shape
+    check_classes(classes, B, H, W, num_branches, sr.device)
+    return B, H, W

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .. import reference, validate
 from . import config, pack
-from .mlp import BK, _mlp_block, _single_layer, check_tiles
+from .mlp import BK, _pixel_mlp, check_tiles
 
 
 @triton.jit
@@ -37,18 +37,9 @@ def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy,
         pix = (tl.zeros([BM], dtype=tl.int64) + blk) * BM + tl.arange(0, BM)  # int64: B*H*W passes 2^31 for 8K batches
         mask = pix < N
         pix = tl.where(mask, pix, 0)
-        b = pix // HW
-        r = pix - b * HW
-        y = r // W
-        x = r - y * W
-        row = (b * hw + tl.load(iy_ptr + y) * w + tl.load(ix_ptr + x)) * p_stride + p_col
-        ry = tl.load(ry_ptr + y)
-        rx = tl.load(rx_ptr + x)
-        if ONE_LAYER:
-            logits = _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P)
-        else:
-            logits = _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, scr, wmid_ptr, bmid_ptr,
-                                wlast_ptr, blast_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
+        logits, _, _, _ = _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
+                                     mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                                     ONE_LAYER, BM, HP, BN, BK, OUT_P, PREC)
         logits = tl.where(valid, logits, float("-inf"))
         e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
         e = tl.where(valid, e, 0.0)

@@ -82,6 +82,30 @@ def _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P: tl.constex
     return _first_layer_tile(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, 0, OUT_P, OUT_P)
 
 
+@triton.jit
+def _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx, mask,
+               first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+               ONE_LAYER: tl.constexpr, BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+               OUT_P: tl.constexpr, PREC: tl.constexpr):
+    """The MLP at BM HR pixels given by their raster index ``pix`` into B*H*W (masked lanes
+    at a valid index): returns (output [BM, OUT_P], b, y, x) with b, y, x each pixel's image,
+    row and column. The first layer reads the nearest LR pixel's row of P (p_stride values
+    per LR pixel, this MLP's from column p_col)."""
+    b = pix // HW
+    r = pix - b * HW
+    y = r // W
+    x = r - y * W
+    row = (b * hw + tl.load(iy_ptr + y) * w + tl.load(ix_ptr + x)) * p_stride + p_col
+    ry = tl.load(ry_ptr + y)
+    rx = tl.load(rx_ptr + x)
+    if ONE_LAYER:
+        out = _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P)
+    else:
+        out = _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, scr_ptr, wmid_ptr, bmid_ptr,
+                         wlast_ptr, blast_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
+    return out, b, y, x
+
+
 def check_tiles(BM: int, hp: int, bn: int, out_p: int, num_layers: int) -> None:
     """Host-side shape checks. The interpreter runs dots and aranges of any size; the GPU
     compiler wants every tile a power of two and every dot dimension >= 16."""

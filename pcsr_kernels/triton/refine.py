@@ -56,13 +56,7 @@ def launch_refine(sr: torch.Tensor, classes: torch.Tensor, M: int) -> torch.Tens
 
 def refine_triton(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.Tensor:
     """``torch.ops.pcsr.refine`` on the Triton backend."""
-    validate.check_tensor("sr", sr, 4)
-    if sr.shape[1] != 3:
-        raise ValueError(f"sr must be [B, 3, H, W], got {tuple(sr.shape)}")
-    if num_branches < 2:
-        raise ValueError(f"num_branches must be >= 2, got {num_branches}")
-    B, _, H, W = sr.shape
-    validate.check_classes(classes, B, H, W, num_branches, sr.device)
+    validate.refine_args(sr, classes, num_branches)
     pack.check_dtype(sr)
     if sr.numel() == 0:
         return sr.clone()

@@ -45,14 +45,7 @@ def klog_cost(cost: torch.Tensor, k: float) -> torch.Tensor:
 
 def route_triton(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
     """``torch.ops.pcsr.route`` on the Triton backend: classes [B, H, W] int64."""
-    validate.check_tensor("probs", probs, 4)
-    if not probs.is_floating_point():
-        raise ValueError(f"probs must be floating point, got {probs.dtype}")
-    B, H, W, M = probs.shape
-    if M < 2:
-        raise ValueError(f"probs must have M >= 2 branches in its last dimension, got shape {tuple(probs.shape)}")
-    validate.check_cost(cost, M, probs.device)
-    validate.check_k(k)
+    B, H, W, M = validate.route_args(probs, cost, k)
     pack.check_dtype(probs)
     probs = probs.to(torch.float32).contiguous()
     classes = torch.empty(B, H, W, dtype=torch.int64, device=probs.device)

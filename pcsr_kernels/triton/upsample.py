@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .. import validate
 from . import config, pack
-from .mlp import BK, _mlp_block, _single_layer, check_tiles
+from .mlp import BK, _pixel_mlp, check_tiles
 from .sort import sort_by_class
 
 
@@ -42,18 +42,9 @@ def _upsample_branch_kernel(idx_ptr, seg_ptr, branch,
         pix = tl.load(idx_ptr + start + blk * BM + tl.arange(0, BM)).to(tl.int64)  # [BM]
         mask = pix >= 0
         pix = tl.where(mask, pix, 0)
-        b = pix // HW
-        r = pix - b * HW
-        y = r // W
-        x = r - y * W
-        row = (b * hw + tl.load(iy_ptr + y) * w + tl.load(ix_ptr + x)) * p_stride + p_col
-        ry = tl.load(ry_ptr + y)
-        rx = tl.load(rx_ptr + x)
-        if ONE_LAYER:
-            res = _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P)
-        else:
-            res = _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, scr, wmid_ptr, bmid_ptr,
-                             wlast_ptr, blast_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
+        res, b, y, x = _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
+                                  mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                                  ONE_LAYER, BM, HP, BN, BK, OUT_P, PREC)
         # bilinear(lr), align_corners=False, as F.interpolate: separable taps from tables
         m2 = mask[:, None] & rgb
         chan = (b * 3)[:, None] + col[None, :]  # [BM, OUT_P] int64
@@ -103,14 +94,7 @@ def launch_upsample(P: torch.Tensor, cols: Sequence[int], g: pack.Geometry, mlps
 def upsample_triton(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
                     upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> torch.Tensor:
     """``torch.ops.pcsr.upsample`` on the Triton backend: sr [B, 3, H, W], unrefined."""
-    B, D, h, w = validate.check_feat(feat)
-    validate.check_lr(lr, feat)
-    branches = validate.split_branches(upsamplers, depths)
-    for j, br in enumerate(branches):
-        validate.check_mlp(f"upsamplers (branch {j})", br, D + 4, 3, feat.dtype, feat.device)
-    validate.check_tensor("classes", classes, 3)
-    H, W = classes.shape[1:]
-    validate.check_classes(classes, B, H, W, len(branches), feat.device)
+    B, D, h, w, H, W, branches = validate.upsample_args(feat, lr, classes, upsamplers, depths)
     pack.check_dtype(feat)
     mlps = [pack.packed_mlp(br, D) for br in branches]
     g = pack.geometry(h, w, H, W, feat.device)
