@@ -7,6 +7,7 @@ Environment knobs (as PyTorch's own extensions honour them):
   PCSR_NO_EXTENSION=1     skip the C++ extension entirely (pure-PyTorch reference only)
   PCSR_FORCE_CUDA=1       compile the CUDA sources even if torch was built without CUDA
                           (only useful to check that they compile)
+  PCSR_NO_CUDA=1          build the C++ CPU kernels only, even where CUDA is available
 
 CUDA sources are compiled when torch has CUDA (`torch.version.cuda`) and a CUDA toolkit
 is found -- never decided by `torch.cuda.is_available()`, so a GPU-less build machine
@@ -39,7 +40,7 @@ def _extensions():
     cxx += ["-std=c++17", "-DPCSR_PYTHON_MODULE"]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
-    with_cuda = bool(cuda_sources) and (
+    with_cuda = bool(cuda_sources) and os.environ.get("PCSR_NO_CUDA", "0") != "1" and (
         (torch.version.cuda is not None and CUDA_HOME is not None) or os.environ.get("PCSR_FORCE_CUDA") == "1"
     )
     include_dirs = [os.path.join(ROOT, "csrc")]

@@ -8,14 +8,8 @@ namespace pcsr {
 namespace cpu {
 
 at::Tensor classify_cpu(const at::Tensor& feat_, at::IntArrayRef out_size, at::TensorList classifier) {
-  check_feat(feat_);
-  check_cpu("feat", feat_);
-  check_kernel_dtype("cpu", feat_);
-  const auto hw = check_out_size(out_size);
-  const int64_t H = hw.first, W = hw.second;
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto widths = check_mlp("classifier", classifier, D + 4, -1, feat_);
-  const int64_t M = widths.back();
+  const OpArgs a = classify_args(kCpuChecks, feat_, out_size, classifier);
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
 
   const at::Tensor& feat = feat_;  // any strides: the kernels gather by stride (channels-last included)
   const Tables t(h, w, H, W, feat.scalar_type());

@@ -10,14 +10,8 @@ namespace pcsr {
 namespace cpu {
 
 at::Tensor route_cpu(const at::Tensor& probs_, const at::Tensor& cost, double k, bool adaptive) {
-  check_tensor("probs", probs_, 4);
-  check_cpu("probs", probs_);
-  TORCH_CHECK_VALUE(probs_.is_floating_point(), "probs must be floating point, got ", fmt(probs_));
-  check_kernel_dtype("cpu", probs_);
-  const int64_t B = probs_.size(0), H = probs_.size(1), W = probs_.size(2), M = probs_.size(3);
-  TORCH_CHECK_VALUE(M >= 2, "probs must have M >= 2 branches in its last dimension, got shape ", shape(probs_));
-  check_cost(cost, M, probs_.device());
-  check_k(k);
+  const OpArgs a = route_args(kCpuChecks, probs_, cost, k);
+  const int64_t B = a.B, H = a.H, W = a.W, M = a.M;
 
   const at::Tensor probs = probs_.contiguous();
   at::Tensor classes = at::empty({B, H, W}, probs.options().dtype(at::kLong));  // [B, H, W]

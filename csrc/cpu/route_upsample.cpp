@@ -12,28 +12,18 @@ std::tuple<at::Tensor, at::Tensor> route_upsample_cpu(const at::Tensor& feat_, c
                                                       at::IntArrayRef out_size, at::TensorList classifier,
                                                       at::TensorList upsamplers, at::IntArrayRef depths,
                                                       const at::Tensor& cost, double k, bool adaptive, bool refine) {
-  check_feat(feat_);
-  check_cpu("feat", feat_);
-  check_kernel_dtype("cpu", feat_);
-  check_lr(lr_, feat_);
-  const auto hw = check_out_size(out_size);
-  const int64_t H = hw.first, W = hw.second;
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto branches = checked_branches(upsamplers, depths, feat_);
-  const int64_t M = static_cast<int64_t>(depths.size());
-  check_mlp("classifier", classifier, D + 4, M, feat_);
-  check_cost(cost, M, feat_.device());
-  check_k(k);
+  const OpArgs a = route_upsample_args(kCpuChecks, feat_, lr_, out_size, classifier, upsamplers, depths, cost, k);
 
   const at::Tensor& feat = feat_;  // any strides: the kernels gather by stride (channels-last included)
   const at::Tensor lr = lr_.contiguous();
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
   const Tables t(h, w, H, W, feat.scalar_type());
   at::Tensor sr = at::empty({B, 3, H, W}, feat.options());                      // [B, 3, H, W]
   at::Tensor classes = at::empty({B, H, W}, feat.options().dtype(at::kLong));  // [B, H, W]
   const std::vector<at::Tensor> cls(classifier.begin(), classifier.end());
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "route_upsample_cpu", [&] {
     using T = scalar_t;
-    const Packed<T> pk = pack<T>(cls, branches, D, t);
+    const Packed<T> pk = pack<T>(cls, a.branches, D, t);
     if (!adaptive) {
       const at::Tensor klogc = k_log_cost(cost.cpu(), k, feat.scalar_type()).contiguous();  // [M]
       PassSpec<T> s;

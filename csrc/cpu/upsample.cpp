@@ -9,17 +9,9 @@ namespace cpu {
 
 at::Tensor upsample_cpu(const at::Tensor& feat_, const at::Tensor& lr_, const at::Tensor& classes_,
                         at::TensorList upsamplers, at::IntArrayRef depths) {
-  check_feat(feat_);
-  check_cpu("feat", feat_);
-  check_kernel_dtype("cpu", feat_);
-  check_lr(lr_, feat_);
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto branches = checked_branches(upsamplers, depths, feat_);
-  const int64_t M = static_cast<int64_t>(depths.size());
-  check_tensor("classes", classes_, 3);
-  const int64_t H = classes_.size(1), W = classes_.size(2);
-  TORCH_CHECK_VALUE(H > 0 && W > 0, "classes must be [B, H, W] with H, W > 0, got ", shape(classes_));
-  check_classes(classes_, B, H, W, M, feat_.device());
+  const OpArgs a = upsample_args(kCpuChecks, feat_, lr_, classes_, upsamplers, depths);
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
+  const auto& branches = a.branches;
 
   const at::Tensor& feat = feat_;  // any strides: the kernels gather by stride (channels-last included)
   const at::Tensor lr = lr_.contiguous(), classes = classes_.contiguous();

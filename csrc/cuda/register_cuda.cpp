@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/op_args.h"
 #include "common/tables.h"
 #include "cuda/kernels.h"
 #include "schemas.h"
@@ -27,8 +28,11 @@ constexpr int kAdmMaxSteps = 20;  // the authors' K-means: at most 20 Lloyd step
 constexpr double kAdmTol = 1e-4;  // ... or until the summed squared centre shift <= 1e-4
 
 void check_cuda(const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.is_cuda(), "pcsr cuda backend: ", name, " must be a CUDA tensor, got ", fmt(t));
+  PCSR_CHECK_VALUE(t.is_cuda(), "pcsr cuda backend: ", name, " must be a CUDA tensor, got ", fmt(t));
 }
+
+// The CUDA backend's part of the per-op checks (common/op_args.h): a branch is a kernel head.
+constexpr BackendChecks kCudaChecks{"cuda", &check_cuda, kMaxHeads - 1};
 
 template <typename T>
 struct DeviceGeometry {
@@ -84,7 +88,7 @@ DevicePack<T> pack(const std::vector<std::vector<at::Tensor>>& mlps, const std::
   for (size_t i = 0; i < mlps.size(); ++i) {
     const auto& m = mlps[i];
     const int64_t nl = static_cast<int64_t>(m.size()) / 2;
-    TORCH_CHECK_VALUE(nl - 1 <= kMaxLayers, "pcsr cuda backend: ", names[i], " has ", nl,
+    PCSR_CHECK_VALUE(nl - 1 <= kMaxLayers, "pcsr cuda backend: ", names[i], " has ", nl,
                       " Linear layers; at most ", kMaxLayers + 1, " are supported");
     const at::Tensor W0 = m[0].contiguous(), b0 = m[1].contiguous();  // [n1, D+4], [n1]
     const int64_t n1 = W0.size(0);
@@ -109,7 +113,7 @@ DevicePack<T> pack(const std::vector<std::vector<at::Tensor>>& mlps, const std::
       hd.b[l - 1] = bl.data_ptr<T>();
       widest = std::max(widest, Wl.size(0));
     }
-    TORCH_CHECK_VALUE(widest <= kMaxWidth, "pcsr cuda backend: ", names[i], " has a layer of width ", widest,
+    PCSR_CHECK_VALUE(widest <= kMaxWidth, "pcsr cuda backend: ", names[i], " has a layer of width ", widest,
                       "; at most ", kMaxWidth, " are supported (use the triton backend)");
     pk.heads.push_back(hd);
     poff += n1;
@@ -130,16 +134,6 @@ Heads<T> branch_heads(const DevicePack<T>& pk, size_t first) {
   h.count = static_cast<int>(pk.heads.size() - first);
   for (size_t j = first; j < pk.heads.size(); ++j) h.h[j - first] = pk.heads[j];
   return h;
-}
-
-std::vector<std::vector<at::Tensor>> checked_branches(at::TensorList upsamplers, at::IntArrayRef depths,
-                                                      const at::Tensor& feat) {
-  auto branches = split_branches(upsamplers, depths);
-  TORCH_CHECK_VALUE(static_cast<int>(branches.size()) < kMaxHeads, "pcsr cuda backend: at most ", kMaxHeads - 1,
-                    " branches are supported, got ", branches.size());
-  for (size_t j = 0; j < branches.size(); ++j)
-    check_mlp("upsamplers (branch " + std::to_string(j) + ")", branches[j], feat.size(1) + 4, 3, feat);
-  return branches;
 }
 
 std::vector<std::string> branch_names(size_t M, bool with_classifier) {
@@ -214,27 +208,17 @@ std::tuple<at::Tensor, at::Tensor> route_upsample_cuda(const at::Tensor& feat_, 
                                                        at::IntArrayRef out_size, at::TensorList classifier,
                                                        at::TensorList upsamplers, at::IntArrayRef depths,
                                                        const at::Tensor& cost, double k, bool adaptive, bool refine) {
-  check_feat(feat_);
-  check_cuda("feat", feat_);
-  check_kernel_dtype("cuda", feat_);
-  check_lr(lr_, feat_);
-  const auto hw = check_out_size(out_size);
-  const int64_t H = hw.first, W = hw.second;
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto branches = checked_branches(upsamplers, depths, feat_);
-  const int64_t M = static_cast<int64_t>(depths.size());
-  check_mlp("classifier", classifier, D + 4, M, feat_);
-  check_cost(cost, M, feat_.device());
-  check_k(k);
+  const OpArgs a = route_upsample_args(kCudaChecks, feat_, lr_, out_size, classifier, upsamplers, depths, cost, k);
 
   const c10::cuda::CUDAGuard guard(feat_.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor feat = feat_.contiguous(), lr = lr_.contiguous();
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
   const Tables t(h, w, H, W, feat.scalar_type());
   at::Tensor sr = at::empty({B, 3, H, W}, feat.options());
   at::Tensor classes = at::empty({B, H, W}, feat.options().dtype(at::kLong));
   std::vector<std::vector<at::Tensor>> mlps{std::vector<at::Tensor>(classifier.begin(), classifier.end())};
-  mlps.insert(mlps.end(), branches.begin(), branches.end());
+  mlps.insert(mlps.end(), a.branches.begin(), a.branches.end());
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "route_upsample_cuda", [&] {
     using T = scalar_t;
     const auto geo = make_geometry<T>(t, B, feat.device());
@@ -271,15 +255,9 @@ std::tuple<at::Tensor, at::Tensor> route_upsample_cuda(const at::Tensor& feat_, 
 }
 
 at::Tensor classify_cuda(const at::Tensor& feat_, at::IntArrayRef out_size, at::TensorList classifier) {
-  check_feat(feat_);
-  check_cuda("feat", feat_);
-  check_kernel_dtype("cuda", feat_);
-  const auto hw = check_out_size(out_size);
-  const int64_t H = hw.first, W = hw.second;
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto widths = check_mlp("classifier", classifier, D + 4, -1, feat_);
-  const int64_t M = widths.back();
-  TORCH_CHECK_VALUE(M >= 1 && M < kMaxHeads, "pcsr cuda backend: the classifier must output 1 to ", kMaxHeads - 1,
+  const OpArgs a = classify_args(kCudaChecks, feat_, out_size, classifier);
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
+  PCSR_CHECK_VALUE(M >= 1 && M < kMaxHeads, "pcsr cuda backend: the classifier must output 1 to ", kMaxHeads - 1,
                     " values, got ", M);
 
   const c10::cuda::CUDAGuard guard(feat_.device());
@@ -301,15 +279,8 @@ at::Tensor classify_cuda(const at::Tensor& feat_, at::IntArrayRef out_size, at::
 }
 
 at::Tensor route_cuda(const at::Tensor& probs_, const at::Tensor& cost, double k, bool adaptive) {
-  check_tensor("probs", probs_, 4);
-  check_cuda("probs", probs_);
-  TORCH_CHECK_VALUE(probs_.is_floating_point(), "probs must be floating point, got ", fmt(probs_));
-  check_kernel_dtype("cuda", probs_);
-  const int64_t B = probs_.size(0), H = probs_.size(1), W = probs_.size(2), M = probs_.size(3);
-  TORCH_CHECK_VALUE(M >= 2, "probs must have M >= 2 branches in its last dimension, got shape ", shape(probs_));
-  TORCH_CHECK_VALUE(M < kMaxHeads, "pcsr cuda backend: at most ", kMaxHeads - 1, " branches are supported, got ", M);
-  check_cost(cost, M, probs_.device());
-  check_k(k);
+  const OpArgs a = route_args(kCudaChecks, probs_, cost, k);
+  const int64_t B = a.B, H = a.H, W = a.W, M = a.M;
 
   const c10::cuda::CUDAGuard guard(probs_.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -336,17 +307,9 @@ at::Tensor route_cuda(const at::Tensor& probs_, const at::Tensor& cost, double k
 
 at::Tensor upsample_cuda(const at::Tensor& feat_, const at::Tensor& lr_, const at::Tensor& classes_,
                          at::TensorList upsamplers, at::IntArrayRef depths) {
-  check_feat(feat_);
-  check_cuda("feat", feat_);
-  check_kernel_dtype("cuda", feat_);
-  check_lr(lr_, feat_);
-  const int64_t B = feat_.size(0), D = feat_.size(1), h = feat_.size(2), w = feat_.size(3);
-  const auto branches = checked_branches(upsamplers, depths, feat_);
-  const int64_t M = static_cast<int64_t>(depths.size());
-  check_tensor("classes", classes_, 3);
-  const int64_t H = classes_.size(1), W = classes_.size(2);
-  TORCH_CHECK_VALUE(H > 0 && W > 0, "classes must be [B, H, W] with H, W > 0, got ", shape(classes_));
-  check_classes(classes_, B, H, W, M, feat_.device());
+  const OpArgs a = upsample_args(kCudaChecks, feat_, lr_, classes_, upsamplers, depths);
+  const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
+  const auto& branches = a.branches;
 
   const c10::cuda::CUDAGuard guard(feat_.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -371,14 +334,8 @@ at::Tensor upsample_cuda(const at::Tensor& feat_, const at::Tensor& lr_, const a
 }
 
 at::Tensor refine_cuda(const at::Tensor& sr_, const at::Tensor& classes_, int64_t num_branches) {
-  check_tensor("sr", sr_, 4);
-  check_cuda("sr", sr_);
-  TORCH_CHECK_VALUE(sr_.size(1) == 3, "sr must be [B, 3, H, W], got ", shape(sr_));
-  TORCH_CHECK_VALUE(sr_.is_floating_point(), "sr must be floating point, got ", fmt(sr_));
-  check_kernel_dtype("cuda", sr_);
-  TORCH_CHECK_VALUE(num_branches >= 2, "num_branches must be >= 2, got ", num_branches);
-  const int64_t B = sr_.size(0), H = sr_.size(2), W = sr_.size(3);
-  check_classes(classes_, B, H, W, num_branches, sr_.device());
+  const OpArgs a = refine_args(kCudaChecks, sr_, classes_, num_branches);
+  const int64_t B = a.B, H = a.H, W = a.W;
 
   const c10::cuda::CUDAGuard guard(sr_.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
