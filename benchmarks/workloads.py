@@ -147,7 +147,28 @@ def build_pcsr(v: Variant, weights: str = "auto", device="cpu", seed: int = 0) -
         return load(path, device), "official"
     torch.manual_seed(seed)
     model = PCSR(v.key, v.backbone_args, v.upsamplers, v.classifier, v.rgb_mean)
+    _unit_features(model)
     return model.to(device).eval(), "random"
+
+
+@torch.no_grad()
+def _unit_features(model: PCSR) -> None:
+    """Scale a randomly initialised backbone's last convolution so that its features have
+    unit spread. PyTorch's default initialisation shrinks the signal layer by layer: a
+    random FSRCNN backbone gives features of ~1e-6, whose classifier logits then tie on
+    most pixels, so every provider's routing would hang on float rounding instead of the
+    features (and the benchmark would time a degenerate workload)."""
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        return
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    feat = model._inference_backbone()(model.normalise(torch.rand(1, 3, 24, 24, generator=g)))
+    std = float(feat.std())
+    if std > 0:
+        convs[-1].weight.div_(std)
+        if convs[-1].bias is not None:
+            convs[-1].bias.div_(std)
 
 
 def build_original(v: Variant, weights: str = "auto", device="cpu", seed: int = 0) -> tuple[SRModel, str]:
