@@ -172,6 +172,8 @@ def upsample_args(feat, lr, classes, upsamplers, depths):
     branches = check_branches(upsamplers, depths, feat)
     check_tensor("classes", classes, 3)
     H, W = classes.shape[1:]
+    if H == 0 or W == 0:
+        raise ValueError(f"classes must be [B, H, W] with H, W > 0, got {tuple(classes.shape)}")
     check_classes(classes, B, H, W, len(branches), feat.device)
     return B, D, h, w, H, W, branches
 

@@ -152,3 +152,15 @@ def test_stage_ops_validate_classes():
         pcsr_kernels.refine(torch.rand(2, 3, 9, 13), bad.int(), 3)
     with pytest.raises(ValueError, match=r"classes must be \[B, H, W\] = \[2, 9, 13\], got \(2, 9, 12\)"):
         pcsr_kernels.refine(torch.rand(2, 3, 9, 13), bad[..., :12].clamp(max=2), 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_upsample_refuses_an_empty_output_on_every_backend(backend):
+    ok, why = pcsr_kernels.backend.availability(backend, "cpu")
+    if not ok:
+        pytest.skip(why)
+    p = _small()
+    empty = torch.zeros(2, 0, 13, dtype=torch.int64)
+    with pcsr_kernels.use_backend(backend), pytest.raises(
+            ValueError, match=r"classes must be \[B, H, W\] with H, W > 0, got \(2, 0, 13\)"):
+        pcsr_kernels.upsample(p["feat"], p["lr"], empty, p["upsamplers"], p["depths"])
