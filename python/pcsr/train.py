@@ -410,6 +410,12 @@ class Dist:
 
     def close(self) -> None:
         if self.active and self.dist.is_initialized():
+            # DDP's reducer and autograd all-reduce nodes hold the process group, often inside
+            # reference cycles; a group still alive after destroy_process_group is torn down at
+            # interpreter exit, where gloo aborts the process. Free them first.
+            import gc
+
+            gc.collect()
             self.dist.destroy_process_group()
 
 
