@@ -125,3 +125,23 @@ def test_sweep_rejects_a_plain_model_as_pcsr(tmp_path, capsys):
     rc = cli.main(["sweep", str(tmp_path / "hr.png"), "--model", str(tmp_path / "plain.safetensors"),
                    "--out-dir", str(tmp_path)])
     assert rc == 2 and "not a PCSR model" in capsys.readouterr().err
+
+
+def test_microbenchmarks_check_and_report_every_op(tmp_path):
+    """`pytest benchmarks/ --benchmark-only` at a tiny size: every CPU microbenchmark checks
+    its op against the reference before timing it, and one group per op and variant is
+    reported (CUDA ones skip without a GPU)."""
+    import json
+
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "benchmarks"),
+           "--benchmark-only", "--bench-size", "64x48", "--bench-rounds", "1",
+           "--bench-variants", "fsrcnn", f"--benchmark-json={out}"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    groups = {b["group"] for b in json.loads(out.read_text())["benchmarks"]}
+    ops = ["classify", "sort", "route", "route ADM", "upsample", "refine", "route_upsample k=0",
+           "route_upsample ADM"]
+    assert groups == {f"{op} FSRCNN-PCSR 64x48" for op in ops}
+    names = {b["name"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert "test_upsample[fsrcnn-cpu-cpu]" in names and "test_upsample[fsrcnn-reference-cpu]" in names
