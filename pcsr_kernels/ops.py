@@ -82,7 +82,8 @@ def _upsample_fake(feat, lr, classes, upsamplers, depths):
     validate.check_lr(lr, feat)
     validate.check_branches(upsamplers, depths, feat)
     validate.check_tensor("classes", classes, 3, torch.int64, feat.device)
-    return feat.new_empty(B, 3, classes.shape[1], classes.shape[2])
+    H, W = validate.check_classes_hw(classes)
+    return feat.new_empty(B, 3, H, W)
 
 
 def _refine_fake(sr, classes, num_branches):

@@ -164,16 +164,22 @@ def route_args(probs, cost, k) -> tuple[int, int, int, int]:
     return B, H, W, M
 
 
+def check_classes_hw(classes) -> tuple[int, int]:
+    """classes [B, H, W] with a non-empty output; returns (H, W)."""
+    check_tensor("classes", classes, 3)
+    H, W = classes.shape[1:]
+    if H == 0 or W == 0:
+        raise ValueError(f"classes must be [B, H, W] with H, W > 0, got {tuple(classes.shape)}")
+    return H, W
+
+
 def upsample_args(feat, lr, classes, upsamplers, depths):
     """All checks of upsample. Returns (B, D, h, w, H, W, branches), H, W from classes
     [B, H, W] and branches split."""
     B, D, h, w = check_feat(feat)
     check_lr(lr, feat)
     branches = check_branches(upsamplers, depths, feat)
-    check_tensor("classes", classes, 3)
-    H, W = classes.shape[1:]
-    if H == 0 or W == 0:
-        raise ValueError(f"classes must be [B, H, W] with H, W > 0, got {tuple(classes.shape)}")
+    H, W = check_classes_hw(classes)
     check_classes(classes, B, H, W, len(branches), feat.device)
     return B, D, h, w, H, W, branches
 

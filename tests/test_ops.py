@@ -80,6 +80,11 @@ def test_fake_kernels_give_shapes_on_meta():
     sr, classes = torch.ops.pcsr.route_upsample(meta["feat"], meta["lr"], [9, 13], meta["classifier"],
                                                 meta["upsamplers"], meta["depths"], meta["cost"])
     assert sr.shape == (2, 3, 9, 13) and sr.device.type == "meta" and classes.dtype == torch.int64
+    up = torch.ops.pcsr.upsample(meta["feat"], meta["lr"], classes, meta["upsamplers"], meta["depths"])
+    assert up.shape == (2, 3, 9, 13) and up.device.type == "meta"
+    # the fake kernel refuses an empty output as the real ones do
+    with pytest.raises(ValueError, match=r"classes must be \[B, H, W\] with H, W > 0, got \(2, 0, 13\)"):
+        torch.ops.pcsr.upsample(meta["feat"], meta["lr"], classes[:, :0], meta["upsamplers"], meta["depths"])
 
 
 # --- backend choice ------------------------------------------------------------------
