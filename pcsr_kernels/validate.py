@@ -110,7 +110,7 @@ def check_cost(cost, M: int, device, values: bool = True) -> None:
     if not cost.is_floating_point():
         raise ValueError(f"cost must be floating point, got {_fmt(cost)}")
     if values:  # reads the data: skipped by the fake kernels
-        if not bool(torch.isfinite(cost).all()) or not bool((cost > 0).all()):
+        if not bool((torch.isfinite(cost) & (cost > 0)).all()):  # one host sync on CUDA
             raise ValueError(f"cost entries must be finite and > 0, got {cost.tolist()}")
 
 

@@ -138,6 +138,7 @@ def _call(**over):
     (lambda p: {"cost": torch.tensor([0.5, 0.0, 0.5])}, r"cost entries must be finite and > 0"),
     (lambda p: {"cost": torch.tensor([0.5, -1.0, 0.5])}, r"cost entries must be finite and > 0"),
     (lambda p: {"cost": torch.tensor([0.5, math.inf, 0.5])}, r"cost entries must be finite and > 0"),
+    (lambda p: {"cost": torch.tensor([0.5, math.nan, 0.5])}, r"cost entries must be finite and > 0"),
     (lambda p: {"k": math.nan}, r"k must be finite, got nan"),
     (lambda p: {"k": math.inf}, r"k must be finite, got inf"),
     (lambda p: {"classifier": [t.double() for t in p["classifier"]]}, r"classifier\[0\] \(weight of layer 0\) must be float32"),
