@@ -148,12 +148,15 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
 # --- environment --------------------------------------------------------------------------------
 
 def git_commit() -> str:
-    """Short commit of the checkout, with ``+dirty`` when tracked files differ from it."""
+    """Short commit of the checkout, with ``+dirty`` when tracked files other than results
+    (benchmarks/results, benchmarks/plots, markdown) differ from it: a run that appends to
+    a CSV of the checkout must not mark the next run as made from changed code."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)benchmarks/plots", ":(exclude)*.md"],
+                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
