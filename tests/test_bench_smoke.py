@@ -145,3 +145,16 @@ def test_microbenchmarks_check_and_report_every_op(tmp_path):
     assert groups == {f"{op} FSRCNN-PCSR 64x48" for op in ops}
     names = {b["name"] for b in json.loads(out.read_text())["benchmarks"]}
     assert "test_upsample[fsrcnn-cpu-cpu]" in names and "test_upsample[fsrcnn-reference-cpu]" in names
+
+
+def test_sweep_labels_merge_points_that_coincide():
+    from pcsr.sweep import _k_labels
+
+    def pt(k, g, db):
+        return {"point": f"k={k:g}", "k": k, "gflops": g, "psnr": db}
+    ks = [pt(5, 37.25, 44.40), pt(3, 37.25, 44.40), pt(2, 37.26, 44.44), pt(1, 37.56, 44.97), pt(0, 81.5, 46.37)]
+    points = ks + [{"point": "original", "gflops": 359.8, "psnr": 45.68}, {"point": "bicubic", "gflops": 0.0, "psnr": 42.67}]
+    labels = [text for _, text in _k_labels(ks, points, "gflops", 1.0)]
+    assert labels == ["k=2, 3, 5", "k=1", "k=0"]
+    # spread-out points keep a label each
+    assert len(_k_labels(ks[3:], ks[3:], "gflops", 1.0)) == 2

@@ -100,6 +100,25 @@ def mean_points(records: list[dict]) -> list[dict]:
     return out
 
 
+def _k_labels(ks: list[dict], points: list[dict], x: str, xscale: float) -> list[tuple[tuple[float, float], str]]:
+    """One label per group of k points that would print on top of each other (within 2 %
+    of the x span and 4 % of the PSNR span of the plotted models): "k=2, 3, 5", placed at
+    the group's first point."""
+    shown = [p for p in points if p["point"] != "bicubic"]
+    xs = [p[x] * xscale for p in shown]
+    ys = [p["psnr"] for p in shown]
+    xspan, yspan = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[dict]] = []
+    for p in ks:
+        g = groups[-1] if groups else None
+        if g and abs(p[x] - g[0][x]) * xscale <= 0.02 * xspan and abs(p["psnr"] - g[0]["psnr"]) <= 0.04 * yspan:
+            g.append(p)
+        else:
+            groups.append([p])
+    return [((g[0][x] * xscale, g[0]["psnr"]), "k=" + ", ".join(q["point"][2:] for q in sorted(g, key=lambda q: float(q["k"]))))
+            for g in groups]
+
+
 def plot(points: list[dict], x: str, path: Path, title: str, xlabel: str, xscale: float = 1.0) -> None:
     """PSNR against ``x`` ('gflops' or 'seconds'): the k sweep as a labelled line, ADM and
     the original as single markers, bicubic as a horizontal line."""
@@ -115,9 +134,8 @@ def plot(points: list[dict], x: str, path: Path, title: str, xlabel: str, xscale
     if ks:
         ax.plot([p[x] * xscale for p in ks], [p["psnr"] for p in ks], "o-", color="tab:blue",
                 label="PCSR, cost-aware routing (k)")
-        for p in ks:
-            ax.annotate(p["point"], (p[x] * xscale, p["psnr"]), textcoords="offset points", xytext=(4, -11),
-                        fontsize=8, color="tab:blue")
+        for (px, py), label in _k_labels(ks, points, x, xscale):
+            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, -11), fontsize=8, color="tab:blue")
     for name, style, label in (("ADM", dict(marker="D", color="tab:green"), "PCSR, adaptive (ADM)"),
                                ("original", dict(marker="*", color="tab:red", markersize=14), "original model")):
         for p in points:
