@@ -107,9 +107,9 @@ def make_lr(h: int, w: int, device="cpu", seed: int = 0) -> tuple[torch.Tensor, 
     img, src = None, None
     path = _photo_path()
     if path:
-        from pcsr.imageio import read_image
+        from pcsr.imageio import load_image
 
-        img, src = read_image(path).rgb, Path(path).name
+        img, src = load_image(path).rgb, Path(path).name
     else:
         try:
             from skimage import data

@@ -114,8 +114,8 @@ def test_bad_input_fails_cleanly(tmp_path, model_path, original_path, case, caps
         args[-1] = str(bad)
         expect = "corrupt or truncated"
     elif case == "several_to_file":
-        args = ["upscale", src, src, "-o", str(out), "--model", model_path]
-        expect = "must be an existing folder"
+        args = ["upscale", src, _img(tmp_path / "b.png"), "-o", str(out), "--model", model_path]
+        expect = "the output must be a folder"
     elif case == "missing_input":
         args[1] = str(tmp_path / "nope.png")
         expect = "no such file"

@@ -10,14 +10,14 @@ import torch
 from conftest import official_file
 from pcsr import checkpoint
 from pcsr.evaluate import evaluate
-from pcsr.imageio import read_image
+from pcsr.imageio import load_image
 from pcsr.imresize import imresize
 from pcsr.metrics import psnr
 
 
 @pytest.fixture(scope="module")
 def hr():
-    return read_image(official_file("demo_HR.png")).rgb
+    return load_image(official_file("demo_HR.png")).rgb
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_fsrcnn_pcsr_k0_refine_and_fsrcnn_x4(hr):
 
 def test_demo_output_matches_authors_png(hr, carn_pcsr):
     """The CARN-PCSR demo output (ADM, no refinement) against the authors' demo_PCSR.png."""
-    theirs = read_image(official_file("demo_PCSR.png")).rgb[None]
+    theirs = load_image(official_file("demo_PCSR.png")).rgb[None]
     lr = imresize(hr[None], size=(hr.shape[1] // 4, hr.shape[2] // 4))
     sr, _ = carn_pcsr(lr, scale=4, adaptive=True, refine=False)
     assert psnr(sr, theirs, shave=0) >= 45.0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "fsrcnn"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class UsageError(Exception):
@@ -17,7 +18,7 @@ class UsageError(Exception):
 
 def _add_routing(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--k", type=float, default=0.0,
+    g.add_argument("--k", type=_finite, default=0.0,
                    help="cost-aware routing exponent: 0 = plain argmax, larger = more light pixels (default 0)")
     g.add_argument("--adaptive", action="store_true", help="adaptive decision (ADM, per-image K-means); k is ignored")
     p.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
@@ -29,19 +30,80 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    help="kernel backend (default: $PCSR_BACKEND or auto)")
 
 
+def _finite(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` parse as floats, and mean nothing here)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
+def _version() -> str:
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    return f"pcsr {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """--version, composed only when asked (it imports torch)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+UPSCALE_EPILOG = """\
+Outputs: one input and -o FILE: the extension chooses the format (.png, .jpg/.jpeg, .webp,
+.tif/.tiff). Several inputs or a folder: -o is a folder (made if missing), each result named
+<input stem><--suffix>.<--format>. Existing outputs are refused unless --overwrite or
+--skip-existing; an output that would replace an input, two inputs with one output, or a
+target that is a symlink or a device are always refused. Nothing is written when a run is
+refused.
+
+Exit codes: 0 every image written (or skipped); 1 some images failed (each is reported, the
+others were written); 2 refused before anything ran (arguments, paths, unreadable inputs
+without --continue-on-error, model or backend unusable).
+
+Across processes: torchrun --nproc_per_node N -m pcsr upscale IN_DIR -o OUT_DIR shards the
+files (rank r takes files r, r+N, ...); add --skip-existing to resume a stopped run."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcsr", description="Pixel-level routed super-resolution (PCSR).")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("upscale", help="upscale images with a PCSR model")
-    up.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG/WebP images")
+    up = sub.add_parser("upscale", help="upscale images with a PCSR model", epilog=UPSCALE_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("inputs", nargs="+", metavar="INPUT", help="images (PNG, JPEG, WebP, TIFF, BMP) or folders of them")
     up.add_argument("-o", "--output", required=True, metavar="OUT",
-                    help="output PNG (one input) or an existing folder (several inputs)")
-    up.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or checkpoint path (default {DEFAULT_MODEL})")
-    up.add_argument("--scale", type=float, default=4.0, help="upscaling factor (default 4)")
+                    help="output file (one input) or folder (several inputs, or a folder)")
+    up.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (see `pcsr models`) or checkpoint path (default {DEFAULT_MODEL})")
+    up.add_argument("--scale", type=_finite, default=4.0, help="upscaling factor in (1/32, 64] (default 4)")
     _add_routing(up)
-    up.add_argument("--tile", action="store_true", help="overlapping-tile inference (32x32 LR tiles, stride 28) for huge images")
-    up.add_argument("--save-classes", metavar="PATH", help="also write a picture of the routing (one input: a PNG; several: a folder)")
+    up.add_argument("--tile", action="store_true", help="overlapping-tile inference (32x32 LR tiles, stride 28) for huge images; integer --scale")
+    up.add_argument("--save-classes", metavar="PATH", help="also write a picture of the routing (one input: a file; several: a folder)")
+    exist = up.add_mutually_exclusive_group()
+    exist.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    exist.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists alone (resume a run)")
+    up.add_argument("--suffix", default="", help="appended to the file names written into a folder, e.g. _x4 (for -o the input folder)")
+    up.add_argument("--format", choices=["png", "jpg", "jpeg", "webp", "tif", "tiff"], default=None,
+                    help="format of the files written into a folder (default png)")
+    up.add_argument("--quality", type=int, default=None, metavar="Q", help="JPEG / WebP quality 1-100 (default 95)")
+    up.add_argument("--continue-on-error", action=argparse.BooleanOptionalAction, default=None,
+                    help="report a failed image and go on (default: on for folders and several inputs)")
+    up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars on stderr (default: when it is a terminal)")
     _add_device(up)
     up.set_defaults(func=cmd_upscale)
 
@@ -61,23 +123,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXTRA_COMMANDS: list = []
-from . import bench, sweep  # noqa: E402,F401  (each appends its subcommand to _EXTRA_COMMANDS)
+from . import bench, catalog, sweep  # noqa: E402,F401  (each appends its subcommand to _EXTRA_COMMANDS)
 
 from .train import register as _register_train  # noqa: E402
 _EXTRA_COMMANDS.append(_register_train)
 
 
-def _setup(args):
+def _setup(args, shard=None):
+    """The device (this rank's under torchrun) and the kernel backend, checked to be usable
+    before anything is loaded: an unknown or unavailable backend is a usage error."""
     import torch
 
     import pcsr_kernels
+    import pcsr_kernels.backend as kb
 
-    if args.backend:
-        pcsr_kernels.set_backend(args.backend)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if shard is not None:
+        device = shard.device(args.device)
+    else:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
-    return torch.device(device)
+    try:
+        if args.backend:
+            pcsr_kernels.set_backend(args.backend)
+        kb.resolve(device.type)
+    except (ValueError, RuntimeError) as e:
+        msg = str(e)
+        if args.backend:
+            msg = f"--backend {args.backend}: {msg}"
+        elif "PCSR_BACKEND" not in msg and os.environ.get("PCSR_BACKEND", "").strip():
+            msg = f"PCSR_BACKEND={os.environ['PCSR_BACKEND'].strip()}: {msg}"
+        raise UsageError(msg) from None
+    return device
 
 
 def _load(name, device, what="--model"):
@@ -87,100 +164,29 @@ def _load(name, device, what="--model"):
         return load(name, device)
     except (CheckpointError, FileNotFoundError) as e:
         raise UsageError(f"{what}: {e}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        # a checkpoint whose config builds no model: the file is at fault, not the program
+        raise UsageError(f"{what} {name}: unusable checkpoint ({type(e).__name__}: {e})") from None
 
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:
-    out = []
-    for s in inputs:
-        p = Path(s)
-        if p.is_dir():
-            files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UsageError(f"{p}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out += files
-        elif p.exists():
-            out.append(p)
-        else:
-            raise UsageError(f"{p}: no such file or folder")
-    return out
+    from .targets import PlanError, expand_inputs
+
+    try:
+        return expand_inputs(inputs)[0]
+    except PlanError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_upscale(args) -> int:
-    import torch
-    from tqdm import tqdm
+    from .upscale import run
 
-    from .imageio import ImageError, check_writable, read_image, write_classes, write_png
-    from .imresize import imresize
-    from .model import PCSR
-
-    inputs = _expand_inputs(args.inputs)
-    out = Path(args.output)
-    if len(inputs) > 1:
-        if not out.is_dir():
-            raise UsageError(f"-o {out}: with several inputs the output must be an existing folder")
-        targets = [out / (p.stem + ".png") for p in inputs]
-    else:
-        targets = [out / (inputs[0].stem + ".png")] if out.is_dir() else [out]
-    class_targets = [None] * len(inputs)
-    if args.save_classes:
-        cs = Path(args.save_classes)
-        if len(inputs) > 1 or cs.is_dir():
-            if not cs.is_dir():
-                raise UsageError(f"--save-classes {cs}: with several inputs it must be an existing folder")
-            class_targets = [cs / (p.stem + "_classes.png") for p in inputs]
-        else:
-            class_targets = [cs]
-    try:
-        for t in targets + [c for c in class_targets if c is not None]:
-            check_writable(t)
-    except ImageError as e:
-        raise UsageError(str(e)) from None
-    if not (args.scale > 0 and args.scale < 64):
-        raise UsageError(f"--scale must be in (0, 64), got {args.scale}")
-
-    device = _setup(args)
-    model = _load(args.model, device)
-    if not isinstance(model, PCSR):
-        raise UsageError(f"--model {args.model}: not a PCSR model (a plain {model.config['backbone']} checkpoint)")
-    bar = tqdm(total=len(inputs), unit="img", disable=len(inputs) < 2 and not args.tile, file=sys.stderr)
-    for src, dst, cdst in zip(inputs, targets, class_targets):
-        try:
-            img = read_image(src)
-        except ImageError as e:
-            raise UsageError(str(e)) from None
-        lr = img.rgb[None].to(device)
-        if args.tile:
-            if not float(args.scale).is_integer():
-                raise UsageError("--tile needs an integer --scale")
-            tiles = _tile_count(lr.shape[-2], lr.shape[-1])
-            with tqdm(total=tiles, unit="tile", desc=src.name, leave=False, file=sys.stderr) as tb:
-                sr, classes = model.forward_tiled(lr, int(args.scale), k=args.k, adaptive=args.adaptive,
-                                                  refine=not args.no_refine, progress=tb.update)
-        else:
-            sr, classes = model(lr, scale=args.scale, k=args.k, adaptive=args.adaptive, refine=not args.no_refine)
-        sr = sr[0].clamp(0, 1).cpu()
-        alpha = None
-        if img.alpha is not None:
-            alpha = imresize(img.alpha, size=tuple(sr.shape[-2:])).clamp(0, 1)
-        write_png(dst, sr, alpha, img.grey)
-        if cdst is not None:
-            write_classes(cdst, classes[0], model.num_branches, sr)
-        bar.update(1)
-        heavy = float((classes < model.num_heavy).float().mean())
-        print(f"{src} -> {dst} ({sr.shape[-1]}x{sr.shape[-2]}, {100 * heavy:.1f}% heavy pixels)")
-    bar.close()
-    return 0
-
-
-def _tile_count(h: int, w: int) -> int:
-    from .model import TILE, TILE_STRIDE, _tile_starts
-
-    return len(_tile_starts(h, TILE, TILE_STRIDE)) * len(_tile_starts(w, TILE, TILE_STRIDE))
+    return run(args)
 
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
-    from .imageio import ImageError, check_writable, read_image
+    from .imageio import ImageError, check_writable, load_image
 
     inputs = _expand_inputs(args.inputs)
     if args.json:
@@ -196,7 +202,7 @@ def cmd_eval(args) -> int:
     records = []
     for p in inputs:
         try:
-            hr = read_image(p).rgb
+            hr = load_image(p).rgb
             rec = evaluate(model, hr, args.scale, k=args.k, adaptive=args.adaptive, refine=not args.no_refine,
                            original=original)
         except (ImageError, TypeError, ValueError) as e:

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from .imageio import ImageError, read_image
+from .imageio import ImageError, load_image
 from .imresize import imresize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -60,7 +60,7 @@ def load_images(paths: Sequence[Path], min_size: int) -> list[torch.Tensor]:
     images, small = [], []
     for p in paths:
         try:
-            rgb = read_image(p).rgb
+            rgb = load_image(p).rgb
         except ImageError as e:
             raise DataError(str(e)) from None
         if min(rgb.shape[-2:]) < min_size:
@@ -162,7 +162,7 @@ def validation_pairs(paths: Sequence[Path], scale: int, max_side: int | None) ->
     pairs = []
     for p in paths:
         try:
-            hr = read_image(p).rgb
+            hr = load_image(p).rgb
         except ImageError as e:
             raise DataError(str(e)) from None
         if max_side:

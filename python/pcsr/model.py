@@ -56,14 +56,28 @@ class MLP(nn.Module):
         return out
 
 
-def _check_image(name: str, x: torch.Tensor) -> None:
+def _check_image(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The model's input, validated: ``[B, 3, h, w]`` float in [0, 1]. fp16 / bf16 come back
+    as float32 (the weights' precision); anything that is not an image in [0, 1] is refused."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be an RGB batch [B, 3, h, w], got {shape}")
+        raise ValueError(f"{name} must be an RGB batch [B, 3, h, w] in [0, 1], got {shape}")
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float image in [0, 1], got dtype {x.dtype}")
+        hint = " (0-255 pixels: pass lr.float() / 255)" if x.dtype == torch.uint8 else ""
+        raise ValueError(f"{name} must be a float image in [0, 1], got dtype {x.dtype}{hint}")
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    lo, hi = torch.aminmax(x)
+    lo, hi = float(lo), float(hi)
+    # A bicubic-downscaled image overshoots [0, 1] a little; 0-255 data reaches far beyond 2
+    # unless it is black (any pixel above 2/255 of full scale gives it away).
+    if not (-1.0 <= lo and hi <= 2.0):
+        what = "NaN" if lo != lo or hi != hi else f"values in [{lo:g}, {hi:g}]"
+        hint = " (0-255 pixels? divide by 255)" if hi > 2.0 and hi == hi and hi <= 65535 else ""
+        raise ValueError(f"{name} must be a float image in [0, 1], got {what}{hint}; shape {tuple(x.shape)}")
+    return x
 
 
 def output_size(h: int, w: int, scale: float | None, out_size: Sequence[int] | None) -> tuple[int, int]:
@@ -169,7 +183,7 @@ class PCSR(nn.Module):
         ``scale`` sets the cost vector too; with only ``out_size`` the scale is taken as the
         mean of the two ratios rounded to 0.1, as the authors do.
         """
-        _check_image("lr", lr)
+        lr = _check_image("lr", lr)
         h, w = lr.shape[-2:]
         H, W = output_size(h, w, scale, out_size)
         if scale is None:
@@ -195,7 +209,7 @@ class PCSR(nn.Module):
         covered. ADM and refinement run per tile. Where tiles overlap, ``classes`` holds the
         last tile's decision. Needs an integer scale.
         """
-        _check_image("lr", lr)
+        lr = _check_image("lr", lr)
         if not (float(scale).is_integer() and scale >= 1):
             raise ValueError(f"tiled inference needs an integer scale, got {scale}")
         s = int(scale)
@@ -330,7 +344,7 @@ class SRModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        _check_image("lr", lr)
+        lr = _check_image("lr", lr)
         net = self.net
         if not self.training:
             net = _folded_copy(self._folded, self.net)

@@ -180,7 +180,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .imageio import ImageError, read_image
+    from .imageio import ImageError, load_image
     from .model import PCSR, SRModel
 
     try:
@@ -210,7 +210,7 @@ def cmd_sweep(args) -> int:
     records = []
     for p in inputs:
         try:
-            hr = read_image(p).rgb
+            hr = load_image(p).rgb
         except ImageError as e:
             raise cli.UsageError(str(e)) from None
         if crop is not None:
