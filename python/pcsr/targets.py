@@ -177,7 +177,7 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
             cls_dsts = [cls_dsts[i] for i in keep]
 
     jobs = [Job(src, dst, cdst) for src, dst, cdst in zip(files, dsts, cls_dsts)]
-    _check_collisions(jobs, files)
+    _check_collisions(jobs, files, as_folder)
     _check_existing(jobs, overwrite, skip_existing)
     for d in {j.dst.parent for j in jobs} | {j.classes.parent for j in jobs if j.classes is not None}:
         if d.is_dir() and not os.access(d, os.W_OK):
@@ -185,7 +185,7 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
     return Plan(jobs, batch, folders, notes)
 
 
-def _check_collisions(jobs: list[Job], inputs: list[Path]) -> None:
+def _check_collisions(jobs: list[Job], inputs: list[Path], as_folder: bool) -> None:
     problems: list[str] = []
     known = _Inputs(inputs)
     by_target: dict[str, list[Job]] = {}
@@ -197,7 +197,7 @@ def _check_collisions(jobs: list[Job], inputs: list[Path]) -> None:
     for j in jobs:
         src = known.find(j.dst)
         if src is not None:
-            hint = " (use --suffix or another output folder)" if len(jobs) > 1 and src == j.src else ""
+            hint = " (use --suffix or another output folder)" if as_folder and src == j.src else ""
             problems.append(f"{j.dst} would overwrite the input {src}{hint}")
     class_targets: dict[str, Job] = {}
     for j in jobs:

@@ -176,7 +176,7 @@ def run(args) -> int:
             results += _run_share(mine, plan.folders, args, shard, keep_going)
         everyone = [r for part in shard.gather(results) for r in part]
         failed = [r for r in everyone if r.status == "failed"]
-        if shard.main and (plan.batch or failed):
+        if shard.main and (plan.batch or failed or any(r.status == "skipped" for r in everyone)):
             _summary(everyone, len(plan.jobs))
         return 1 if failed or len(everyone) < len(plan.jobs) else 0
     finally:
