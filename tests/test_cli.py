@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import official_file
-from pcsr import checkpoint
+from pcsr import checkpoint, cli
 from pcsr.cli import main
 from pcsr.model import PCSR, SRModel
 
@@ -142,3 +142,165 @@ def test_console_script_is_installed(tmp_path, model_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "b.png").exists()
+
+
+# --- batches that finish; errors as messages ---------------------------------------------------------
+
+def test_folder_continues_past_a_bad_file_and_summarises(tmp_path, model_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "c"):
+        _img(d / f"{name}.png")
+    (d / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    assert main(["upscale", str(d), "-o", str(out), "--model", model_path, "--scale", "2"]) == 1
+    io = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "2 written, 0 skipped (output exists), 1 failed" in io.out
+    assert "b.png" in io.err and "not a readable image" in io.err and "Traceback" not in io.err
+    # per-image lines: time and heavy fraction
+    lines = [ln for ln in io.out.splitlines() if "->" in ln]
+    assert len(lines) == 2 and all("% heavy pixels" in ln and ln.rstrip().endswith(" s)") for ln in lines)
+
+    # told to stop, the same folder is refused before anything runs
+    out2 = tmp_path / "out2"
+    assert main(["upscale", str(d), "-o", str(out2), "--model", model_path, "--no-continue-on-error"]) == 2
+    assert "b.png" in capsys.readouterr().err and not out2.exists()
+
+
+def test_failure_while_running_costs_one_image(tmp_path, model_path, monkeypatch, capsys):
+    from pcsr import upscale
+
+    real = upscale._infer
+
+    def flaky(model, lr, args, progress=None):
+        if lr.shape[-1] == 7:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+        return real(model, lr, args, progress)
+
+    monkeypatch.setattr(upscale, "_infer", flaky)
+    srcs = [_img(tmp_path / "a.png"), _img(tmp_path / "b.png", size=(7, 5)), _img(tmp_path / "c.png")]
+    out = tmp_path / "out"
+    assert main(["upscale", *srcs, "-o", str(out), "--model", model_path]) == 1
+    io = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "b.png: DefaultCPUAllocator: not enough memory" in io.err and "1 failed" in io.out
+    # stopping at the first error leaves the rest unrun, and says so
+    out3 = tmp_path / "out3"
+    assert main(["upscale", *srcs, "-o", str(out3), "--model", model_path, "--no-continue-on-error"]) == 1
+    assert sorted(p.name for p in out3.iterdir()) == ["a.png"]
+    assert "1 not run" in capsys.readouterr().out
+
+
+def test_progress_bars(tmp_path, model_path, capsys):
+    srcs = [_img(tmp_path / "a.png"), _img(tmp_path / "b.png")]
+    out = tmp_path / "out"
+    assert main(["upscale", *srcs, "-o", str(out), "--model", model_path, "--progress"]) == 0
+    assert "2/2" in capsys.readouterr().err
+    big = _img(tmp_path / "big.png", size=(70, 45))
+    assert main(["upscale", big, "-o", str(tmp_path / "big2.png"), "--model", model_path, "--scale", "2",
+                 "--tile", "--progress"]) == 0
+    assert "tile" in capsys.readouterr().err  # 3x2 tiles of one image
+    assert main(["upscale", *srcs, "-o", str(tmp_path / "quiet"), "--model", model_path]) == 0
+    assert "2/2" not in capsys.readouterr().err  # not a terminal: no bars unless asked
+
+
+def test_version_and_models(capsys):
+    import pcsr
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"pcsr {pcsr.__version__} (torch ")
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = sorted(checkpoint.bundled_models())
+    assert len(lines) == len(names)
+    for line, name in zip(lines, names):
+        m = checkpoint.load(name)
+        params = sum(p.numel() for p in m.state_dict().values())
+        assert line.startswith(name)
+        assert f"{m.config['backbone'].upper()}-PCSR, trained x4, {params / 1e3:.1f}K parameters" in line
+        assert "data: " in line and "wallpapers" in line
+
+
+@pytest.mark.parametrize("case", ["backend_triton", "backend_env", "k_nan", "k_inf", "scale_small", "scale_nan",
+                                  "scale_per_image", "tile_fractional", "config_bad_args", "config_negative",
+                                  "config_not_json"])
+def test_errors_are_messages_not_tracebacks(tmp_path, model_path, monkeypatch, capsys, case):
+    """Each of these used to end in a traceback (exit 1) or to fail only after loading the model."""
+    import pcsr_kernels
+
+    src = _img(tmp_path / "a.png")
+    args = ["upscale", src, "-o", str(tmp_path / "o.png"), "--model", model_path]
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: loads.append(a) or _real_cli_load(*a, **k))
+    expect_loaded = False
+    if case == "backend_triton":
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        args += ["--backend", "triton"]
+        expect = "--backend triton: pcsr backend 'triton' is not available"
+    elif case == "backend_env":
+        monkeypatch.setenv("PCSR_BACKEND", "fastest")
+        expect = "unknown pcsr backend 'fastest'"
+    elif case in ("k_nan", "k_inf"):
+        args += ["--k", case[2:]]
+        expect = "--k: must be a finite number"
+    elif case == "scale_small":
+        args += ["--scale", "0.01"]
+        expect = "at least 1 pixel per side"
+    elif case == "scale_nan":
+        args += ["--scale", "nan"]
+        expect = "--scale: must be a finite number"
+    elif case == "scale_per_image":
+        args += ["--scale", "0.04"]  # 17 px * 0.04 rounds to 1, 9 px side of this one to 0
+        src2 = _img(tmp_path / "thin.png", size=(30, 9))
+        args[1] = src2
+        expect = "(30x9) at --scale 0.04 would be 1x0 pixels"
+    elif case == "tile_fractional":
+        args += ["--tile", "--scale", "2.5"]
+        expect = "--tile needs an integer --scale"
+    else:
+        expect_loaded = True
+        bad = tmp_path / "bad.safetensors"
+        from safetensors.torch import save_file
+
+        good = json.loads(_meta(model_path))
+        if case == "config_bad_args":
+            good["backbone_args"] = {"d": 8, "s": 4, "m": 1, "colour": "blue"}
+            meta = json.dumps(good)
+        elif case == "config_negative":
+            good["upsamplers"] = [[-12, 12], [6]]
+            meta = json.dumps(good)
+        else:
+            meta = "{not json"
+        save_file({"x": torch.zeros(1)}, str(bad), metadata={"pcsr_config": meta})
+        args[-1] = str(bad)
+        expect = str(bad)
+    try:
+        rc = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    finally:
+        pcsr_kernels.set_backend(None)
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err, err
+    assert "Traceback" not in err and not (tmp_path / "o.png").exists()
+    assert bool(loads) == expect_loaded  # refused before the model was loaded, where it can be
+
+
+def _meta(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return f.metadata()["pcsr_config"]
+
+
+_real_cli_load = cli._load
+
+
+def test_sweep_without_matplotlib_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    hr = _img(tmp_path / "hr.png", size=(32, 32))
+    assert main(["sweep", hr, "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "pip install" in err

@@ -163,7 +163,8 @@ def _load(name, device, what="--model"):
     try:
         return load(name, device)
     except (CheckpointError, FileNotFoundError) as e:
-        raise UsageError(f"{what}: {e}") from None
+        msg = str(e)
+        raise UsageError(f"{what}: {msg}" if str(name) in msg else f"{what} {name}: {msg}") from None
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         # a checkpoint whose config builds no model: the file is at fault, not the program
         raise UsageError(f"{what} {name}: unusable checkpoint ({type(e).__name__}: {e})") from None

@@ -227,7 +227,7 @@ def _summary(results: list[Result], planned: int) -> None:
         line += f", {not_run} not run (stopped at the first error)"
     secs = sum(r.seconds for r in results if r.status == "written")
     if n["written"]:
-        line += f"; {secs:.1f} s in all"
+        line += f"; {secs:.1f} s summed over the images"
     print(f"pcsr upscale: {line}")
     for r in results:
         if r.status == "failed":
