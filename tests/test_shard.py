@@ -62,3 +62,32 @@ def test_torchrun_two_processes_match_one_and_resume(tmp_path, capsys):
     for p in ref.iterdir():
         a, b = np.asarray(Image.open(p)), np.asarray(Image.open(out / p.name))
         assert np.array_equal(a, b), p.name
+
+
+class _Rank1:
+    """Rank 1 of 2, with rank 0's side of each gather given."""
+
+    def __init__(self, rank0):
+        self.world, self.rank, self.local_rank, self.active, self.main = 2, 1, 1, True, False
+        self.rank0 = rank0
+
+    def gather(self, obj):
+        return [self.rank0, obj]
+
+    def close(self):
+        pass
+
+
+def test_a_refused_plan_stops_every_rank_and_is_printed_once(tmp_path, monkeypatch, capsys):
+    import pcsr.shard
+
+    a = tmp_path / "a.png"
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(a)
+    args = ["upscale", str(a), "-o", str(a)]
+    monkeypatch.setattr(pcsr.shard, "Shard", lambda: _Rank1("rank 0's message"))
+    assert main(args) == 2
+    assert capsys.readouterr().err == ""  # rank 0 says it
+    monkeypatch.setattr(pcsr.shard, "Shard", lambda: _Rank1(None))
+    assert main(args) == 2  # only this rank saw a problem: it says so itself
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert a.exists() and Image.open(a).size == (6, 5)

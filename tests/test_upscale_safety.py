@@ -208,3 +208,16 @@ def test_failed_write_leaves_no_file(tmp_path, model_path, monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert ("interrupted" if when == "interrupt" else "No space left") in err
     assert _state(tmp_path) == before  # the old output intact, no temporary file
+
+
+def test_class_maps_in_the_input_folder_are_not_taken_as_inputs_again(tmp_path, model_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    _img(d / "a.png")
+    out = tmp_path / "out"
+    assert main(["upscale", str(d), "-o", str(out), "--save-classes", str(d), "--model", model_path]) == 0
+    assert sorted(p.name for p in d.iterdir()) == ["a.png", "a_classes.png"]
+    state = _state(tmp_path)
+    assert main(["upscale", str(d), "-o", str(out), "--save-classes", str(d), "--model", model_path,
+                 "--skip-existing"]) == 0
+    assert _state(tmp_path) == state and "own outputs: " in capsys.readouterr().err

@@ -162,19 +162,22 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
                 raise PlanError(f"--save-classes {cs}: folder {cs.parent} does not exist")
             cls_dsts = [cs]
 
-    # Re-running into the input folder with a suffix: the folder now also holds the last
-    # run's outputs (a_x4.png, the target of a.png); they are results, not new inputs.
-    if suffix:
-        targets = {os.path.realpath(d) for d in dsts}
-        keep = [i for i, p in enumerate(files)
-                if not (from_folder[i] and p.stem.endswith(suffix) and os.path.realpath(p) in targets
-                        and os.path.realpath(dsts[i]) != os.path.realpath(p))]
-        dropped = [files[i] for i in range(len(files)) if i not in set(keep)]
-        if dropped:
-            notes.append(f"left out {len(dropped)} file(s) that are this command's own outputs: {_names(dropped, 3)}")
-            files = [files[i] for i in keep]
-            dsts = [dsts[i] for i in keep]
-            cls_dsts = [cls_dsts[i] for i in keep]
+    # Re-running into the input folder: the folder now also holds the last run's outputs
+    # (a_x4.png, the target of a.png with --suffix _x4; a_classes.png, its class map with
+    # --save-classes); they are results, not new inputs. Without a suffix an image target
+    # that is an input is a collision, refused below.
+    images = {os.path.realpath(d) for d in dsts} if suffix else set()
+    maps = {os.path.realpath(c) for c in cls_dsts if c is not None}
+    own = [from_folder[i] and ((key := os.path.realpath(p)) in images and p.stem.endswith(suffix)
+                               or key in maps and p.stem.endswith(f"{suffix}_classes"))
+           and os.path.realpath(dsts[i]) != key
+           for i, p in enumerate(files)]
+    if any(own):
+        dropped = [p for p, o in zip(files, own) if o]
+        notes.append(f"left out {len(dropped)} file(s) that are this command's own outputs: {_names(dropped, 3)}")
+        files = [p for p, o in zip(files, own) if not o]
+        dsts = [d for d, o in zip(dsts, own) if not o]
+        cls_dsts = [c for c, o in zip(cls_dsts, own) if not o]
 
     jobs = [Job(src, dst, cdst) for src, dst, cdst in zip(files, dsts, cls_dsts)]
     _check_collisions(jobs, files, as_folder)
