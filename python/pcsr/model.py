@@ -61,7 +61,7 @@ def _check_image(name: str, x: torch.Tensor) -> torch.Tensor:
     as float32 (the weights' precision); anything that is not an image in [0, 1] is refused."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be an RGB batch [B, 3, h, w] in [0, 1], got {shape}")
+        raise ValueError(f"{name} must be an RGB batch [B, 3, h, w], got {shape}")
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():

@@ -133,8 +133,7 @@ def _error_text(e: BaseException) -> str:
 
 
 def run(args) -> int:
-    from .atomic import TargetError
-    from .imageio import ImageError, output_format
+    from .imageio import output_format
     from .shard import Shard
     from .targets import PlanError, plan_jobs
 
