@@ -159,7 +159,7 @@ def parse_json(text: str, source: str, what: str) -> Any:
         raise CheckpointError(f"{source}: {what} is not valid JSON ({e})", field=what) from None
 
 
-def read_header(path: str | os.PathLike) -> Header:
+def read_header(path: str | os.PathLike, what: str = "safetensors file") -> Header:
     """Parse a safetensors header (bounded, validated: every tensor's bytes lie inside the
     file and match its dtype and shape) without reading any tensor."""
     path = Path(path)
@@ -167,26 +167,26 @@ def read_header(path: str | os.PathLike) -> Header:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({size} bytes, no header)")
+            raise CheckpointError(f"{path}: corrupt or truncated {what} ({size} bytes, no header)")
         n = int.from_bytes(head, "little")
         if n > MAX_HEADER_BYTES or n > size - 8:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file (header length {n:,} bytes; the "
+            raise CheckpointError(f"{path}: corrupt or truncated {what} (header length {n:,} bytes; the "
                                   f"file has {size:,} bytes, the limit is {MAX_HEADER_BYTES:,})")
         raw = f.read(n)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file (header is not UTF-8)") from None
+        raise CheckpointError(f"{path}: corrupt or truncated {what} (header is not UTF-8)") from None
     header = parse_json(text, str(path), "safetensors header")
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file (header is a {type(header).__name__})")
+        raise CheckpointError(f"{path}: corrupt or truncated {what} (header is a {type(header).__name__})")
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise CheckpointError(f"{path}: corrupt safetensors file (__metadata__ must map strings to strings)")
+        raise CheckpointError(f"{path}: corrupt {what} (__metadata__ must map strings to strings)")
     data_len = size - 8 - n
     tensors: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     for name, entry in header.items():
-        where = f"{path}: corrupt or truncated safetensors file (tensor {name!r}"
+        where = f"{path}: corrupt or truncated {what} (tensor {name!r}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise CheckpointError(f"{where}: expected dtype, shape and data_offsets)")
         dtype = SAFETENSORS_DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
