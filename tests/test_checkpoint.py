@@ -206,8 +206,8 @@ def test_parameter_ceiling_is_checked_on_the_meta_device(tiny_file, tmp_path, bu
 def test_config_that_disagrees_with_the_header_names_the_field(tiny_file, tmp_path, builds):
     m, config, state = tiny_file
     path = _write(tmp_path / "w.safetensors", state, {**config, "upsamplers": [[100, 100], [6]]})
-    with pytest.raises(CheckpointError, match=r"upsamplers\[0\]: upsamplers.0.layers.0.weight has shape \(12, 12\) "
-                                              r"in the file, the config \(upsamplers\[0\] = \[100, 100\]\) implies") as e:
+    with pytest.raises(CheckpointError, match=r"upsamplers\[0\]: upsamplers.0.layers.0.weight has shape \(12, 12\) in "
+                                              r"the file, the config \(upsamplers\[0\] = \[100, 100\]\) implies") as e:
         checkpoint.load(path)
     assert e.value.field == "upsamplers[0]" and builds == ["meta"]
     path = _write(tmp_path / "b.safetensors", state, {**config, "backbone_args": {"d": 9, "s": 4, "m": 1}})
@@ -279,7 +279,7 @@ def test_original_config_scale_must_have_a_tail(tmp_path):
     m = SRModel("carn", {"nf": 8, "group": 4, "scale": 4})
     config = checkpoint.model_config(m)
     path = _write(tmp_path / "o.safetensors", m.state_dict(), {**config, "backbone_args": {"nf": 8, "scale": 5}})
-    with pytest.raises(CheckpointError, match="backbone_args.scale: the carn upsampling tail supports scales 2, 3, 4, 8"):
+    with pytest.raises(CheckpointError, match="backbone_args.scale: the carn upsampling tail supports scales 2, 3, 4"):
         checkpoint.load(path)
 
 
@@ -321,6 +321,7 @@ def test_hostile_safetensors_headers(tmp_path):
         (json.dumps({**meta, "w": [1, 2]}).encode(), "expected dtype, shape and data_offsets"),
         (json.dumps({"__metadata__": {"pcsr_config": 5}}).encode(), "__metadata__ must map strings to strings"),
         (b"[1, 2]", "header is a list"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "safetensors header is nested too deeply"),
         (b"{\xff\xfe}", "not UTF-8"),
     ]
     for i, (header, message) in enumerate(cases):
@@ -353,8 +354,8 @@ def _render(path) -> str:
 
 def _related(field: str, mutated: str) -> bool:
     """Whether an error about ``field`` is about the mutated field: the field itself, a part
-    of it or the whole it belongs to (any field of a replaced config); a new kind makes the other kind's fields foreign; a new
-    backbone makes the old one's arguments foreign."""
+    of it or the whole it belongs to (any field of a replaced config); a new kind makes the
+    other kind's fields foreign; a new backbone makes the old one's arguments foreign."""
     if mutated == "config" or field.startswith(mutated) or mutated.startswith(field):
         return True
     return (mutated == "kind" and field in ("upsamplers", "classifier")
@@ -414,7 +415,8 @@ def _authors_file(m: PCSR) -> dict:
     def sampler(hidden):
         return {"name": "liif-sampler", "args": {"imnet_spec": {"name": "mlp", "args": {"hidden_list": hidden}}}}
 
-    args = {"encoder_spec": {"name": m.config["backbone"], "args": {**m.config["backbone_args"], "no_upsampling": True}},
+    encoder = {"name": m.config["backbone"], "args": {**m.config["backbone_args"], "no_upsampling": True}}
+    args = {"encoder_spec": encoder,
             "heavy_sampler_spec": sampler(m.config["upsamplers"][0]),
             "light_sampler_spec": sampler(m.config["upsamplers"][1]),
             "classifier_spec": sampler(m.config["classifier"])}
@@ -457,7 +459,8 @@ def _set(ck, path, value):
     (("args",), [], "model.args", "should be a dict, got list"),
     (("name",), None, "model.name", "should be a str, got NoneType"),
     (("sd",), [1, 2], "model.sd", "should be a dict, got list"),
-    (("sd", "encoder.head_conv.0.bias"), 3, "model.sd['encoder.head_conv.0.bias']", "should be a dense tensor, got int"),
+    (("sd", "encoder.head_conv.0.bias"), 3, "model.sd['encoder.head_conv.0.bias']",
+     "should be a dense tensor, got int"),
     (("sd", "classifier.imnet.layers.2.weight"), _DELETE, "classifier", r"missing \['classifier.layers.2.weight'\]"),
     (("sd", "decoder.w"), torch.zeros(2), "model.sd['decoder.w']", "unexpected key 'decoder.w'"),
 ])
@@ -485,6 +488,7 @@ def test_malformed_authors_original_files(tmp_path):
         with pytest.raises(CheckpointError, match=message) as e:
             checkpoint.load(tmp_path / "o.pth")
         assert e.value.field == field
-    torch.save({"model": {"name": "fsrcnn", "args": {"upscale": 4, "d": 8, "s": 4, "m": 1}, "sd": sd}}, tmp_path / "o.pth")
+    good = {"upscale": 4, "d": 8, "s": 4, "m": 1}
+    torch.save({"model": {"name": "fsrcnn", "args": good, "sd": sd}}, tmp_path / "o.pth")
     got = checkpoint.load(tmp_path / "o.pth")
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in got.state_dict().items())

@@ -425,7 +425,8 @@ def _put(name, value):
 
 @pytest.mark.parametrize("info_fn,tensors_fn,field,message", [
     (None, _drop("optim.0.exp_avg_sq"), "optim.0.exp_avg_sq", r"missing optimiser moments \['optim.0.exp_avg_sq'\]"),
-    (None, _drop("optim"), "optim.0.exp_avg", r"missing optimiser moments .*\(phase 0 step 2, 28 trainable parameters, 1 ranks\)"),
+    (None, _drop("optim"), "optim.0.exp_avg",
+     r"missing optimiser moments .*\(phase 0 step 2, 28 trainable parameters, 1 ranks\)"),
     (None, _drop("rng.0"), "rng.0", "missing generator states"),
     (_put("step", -1), None, "step", "expected an integer in 0..[0-9]+, got int -1"),
     (_put("step", "2"), None, "step", "got str 2"),

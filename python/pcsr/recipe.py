@@ -33,7 +33,8 @@ from .model import PCSR, make_mlp_input
 VARIANTS = {
     "fsrcnn": dict(backbone_args={"d": 48, "s": 12, "m": 4}, upsamplers=[[58] * 4, [10] * 3], classifier=[], lr=1e-3),
     "carn": dict(backbone_args={"nf": 52, "group": 4}, upsamplers=[[74] * 4, [20] * 3], classifier=[10, 10], lr=2e-4),
-    "srresnet": dict(backbone_args={"nf": 58, "nb": 16}, upsamplers=[[170] * 4, [40] * 3], classifier=[20, 20], lr=2e-4),
+    "srresnet": dict(backbone_args={"nf": 58, "nb": 16}, upsamplers=[[170] * 4, [40] * 3], classifier=[20, 20],
+                     lr=2e-4),
 }
 
 

@@ -104,7 +104,8 @@ def _backbone_args(value: Any, backbone: str, kind: str) -> dict:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ConfigError("backbone_args", f"expected an object of arguments, got {type(value).__name__} {_show(value)}")
+        raise ConfigError("backbone_args", f"expected an object of arguments, got {type(value).__name__} "
+                                           f"{_show(value)}")
     allowed = BACKBONE_ARGS[backbone]
     for key, v in value.items():
         field = f"backbone_args.{key}"

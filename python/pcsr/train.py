@@ -125,7 +125,8 @@ def _check_float(cfg: TrainConfig, name: str, positive: bool, optional: bool = F
     v = getattr(cfg, name)
     if v is None and optional:
         return
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and (v > 0 if positive else v >= 0))
     if not ok:
         raise TrainError(f"{FLAGS[name]} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
 
@@ -140,12 +141,12 @@ def _check_widths(name: str, widths, what: str) -> None:
 def check_settings(cfg: TrainConfig) -> None:
     """Every numeric setting in range, before any work; a TrainError naming the flag (the
     CLI turns it into exit code 2)."""
-    _check_int(cfg, "branches", 2, schema.MAX_BRANCHES)
-    if cfg.upsamplers is not None:
+    if cfg.upsamplers is not None:  # first: the CLI sets --branches from it
         if not isinstance(cfg.upsamplers, (list, tuple)) or not 2 <= len(cfg.upsamplers) <= schema.MAX_BRANCHES:
             raise TrainError(f"--upsamplers: 2..{schema.MAX_BRANCHES} branches expected, got {cfg.upsamplers!r}")
         for j, u in enumerate(cfg.upsamplers):
             _check_widths("upsamplers", u, f"branch {j}")
+    _check_int(cfg, "branches", 2, schema.MAX_BRANCHES)
     if cfg.classifier is not None:
         _check_widths("classifier", cfg.classifier, "the classifier")
     _check_int(cfg, "scale", 1, schema.MAX_SCALE)
