@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import subprocess
 import sys
 
@@ -27,44 +28,129 @@ def _check_png(path, min_side=200):
         assert min(im.size) >= min_side
 
 
-def _floats(row, *keys):
-    return [float(row[k]) for k in keys]
+BENCH_ARGS = ["--sizes", "64x48", "--variants", "fsrcnn", "--device", "cpu", "--weights", "random",
+              "--heavy-fraction", "0.5"]
 
 
 @pytest.fixture(scope="module")
 def bench_csv(tmp_path_factory):
-    """One tiny ``pcsr bench`` run (FSRCNN-PCSR, 64x48 output, one timed round)."""
+    """One tiny ``pcsr bench`` run (FSRCNN-PCSR, 64x48 output, three timed rounds)."""
     out = tmp_path_factory.mktemp("bench")
     path = out / "bench.csv"
     md = out / "bench.md"
-    rc = cli.main(["bench", "--sizes", "64x48", "--variants", "fsrcnn", "--device", "cpu", "--weights", "random",
-                   "--repeat", "1", "--min-repeat", "1", "--csv", str(path), "--markdown", str(md)])
+    rc = cli.main(["bench", *BENCH_ARGS, "--repeat", "3", "--min-repeat", "3", "--csv", str(path),
+                   "--markdown", str(md)])
     assert rc == 0
     return path, md
 
 
-def test_bench_writes_csv_rows(bench_csv):
-    path, md = bench_csv
+def _rows(path):
     compare = __import__("pcsr.bench", fromlist=["load_compare"]).load_compare()
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == compare.CSV_FIELDS
-        rows = list(reader)
-    ops = {(r["op"], r["backend"]) for r in rows}
-    assert ("e2e", "torch") in ops and ("e2e", "reference") in ops  # the original and the pure-PyTorch path
-    assert ("backbone", "torch") in ops and ("route_upsample", "reference") in ops
-    assert {"classify", "route", "route_adm", "upsample", "refine"} <= {r["op"] for r in rows}
+        return list(reader)
+
+
+def _head() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                           timeout=30)
+    except OSError:
+        r = None
+    if r is None or r.returncode != 0:
+        pytest.skip("not a git checkout: the commit stamp cannot be checked")
+    return r.stdout.strip()
+
+
+def test_bench_rows_carry_every_provider_and_their_stamps(bench_csv):
+    rows = _rows(bench_csv[0])
+    # every path available on a CPU, end to end; per stage the fused op of each PCSR path
+    # and the separate ops of each backend (the authors' loop has no separate ops)
+    e2e = {r["backend"]: r for r in rows if r["op"] == "e2e"}
+    assert set(e2e) == {"torch", "cpu", "reference", "official"}
+    stages = {(r["op"], r["backend"]) for r in rows if r["op"] != "e2e"}
+    want = {("backbone", "torch")} | {("route_upsample", b) for b in ("cpu", "reference", "official")}
+    want |= {(op, b) for op in ("classify", "route", "route_adm", "upsample", "refine") for b in ("cpu", "reference")}
+    assert stages == want and len(rows) == len(want) + len(e2e)  # one row each, no duplicate
+    head = _head()
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001 -- the bench stamps "" when triton does not import
+        triton_version = ""
+    now = datetime.datetime.now(datetime.timezone.utc)
     for r in rows:
-        med, p20, p80 = _floats(r, "median_ms", "p20_ms", "p80_ms")
-        assert med > 0 and p20 <= med <= p80
         assert r["variant"] == "fsrcnn" and r["size"] == "64x48" and (r["height"], r["width"]) == ("48", "64")
-        assert r["device"] == "cpu" and r["torch"] == torch.__version__ and r["commit"]
-    for r in rows:
-        if r["op"] == "e2e":
-            assert float(r["gflops"]) > 0 and float(r["gflop_per_s"]) > 0 and float(r["peak_mb"]) >= 0
-            assert float(r["time_ratio"]) > 0 and 0 < float(r["flops_ratio"]) <= 1.5
-    text = md.read_text()
-    assert "| variant | output | path |" in text and "FSRCNN (original)" in text
+        assert r["device"] == "cpu" and r["device_name"] and r["weights"] == "random"
+        assert r["torch"] == torch.__version__ and r["triton"] == triton_version
+        assert r["commit"] in (head, head + "+dirty"), (r["commit"], head)
+        stamp = datetime.datetime.strptime(r["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        assert abs((now - stamp).total_seconds()) < 3600
+        assert (r["k"], r["adaptive"], r["refine"]) == ("0.0", "0", "1")
+        assert r["n"] == "3"  # exactly the rounds asked for (--repeat 3 --min-repeat 3)
+        assert float(r["p20_ms"]) > 0 and float(r["median_ms"]) > 0
+
+
+def test_bench_numbers_are_consistent(bench_csv):
+    """Derived columns recomputed from the primary ones, and FLOPs counted two ways."""
+    rows = _rows(bench_csv[0])
+    e2e = {r["backend"]: r for r in rows if r["op"] == "e2e"}
+    by = {(r["op"], r["backend"]): r for r in rows}
+    orig = e2e.pop("torch")
+    assert (orig["time_ratio"], orig["flops_ratio"]) == ("1.0000", "1.0000")
+    fused = float(by[("route_upsample", "cpu")]["gflops"])
+    # the fused op's GFLOPs (classifier on every pixel + each pixel's branch) are those of
+    # the separate classify and upsample ops
+    parts = float(by[("classify", "cpu")]["gflops"]) + float(by[("upsample", "cpu")]["gflops"])
+    assert fused == pytest.approx(parts, abs=2e-4)
+    for b, r in e2e.items():
+        med, gflops = float(r["median_ms"]), float(r["gflops"])
+        assert float(r["time_ratio"]) == pytest.approx(med / float(orig["median_ms"]), rel=1e-3, abs=1e-4), b
+        assert float(r["flops_ratio"]) == pytest.approx(gflops / float(orig["gflops"]), rel=1e-3, abs=1e-4), b
+        assert float(r["gflop_per_s"]) == pytest.approx(gflops / (med / 1e3), rel=1e-2, abs=1e-2), b
+        # end to end = the backbone (module hooks, model.flops) + the upsampling stage (pcsr.flops)
+        assert gflops == pytest.approx(float(by[("backbone", "torch")]["gflops"]) + fused, abs=2e-4), b
+        # random weights are calibrated so that half of the pixels go to the heavy branch at k = 0
+        assert float(r["heavy_fraction"]) == pytest.approx(0.5, abs=0.05), b
+        assert float(r["peak_mb"]) >= 0
+
+
+def test_bench_markdown_has_a_row_per_provider(bench_csv):
+    lines = bench_csv[1].read_text().splitlines()
+    assert "| variant | output | path |" in lines[2]
+    for path in ("FSRCNN (original)", "PCSR, cpu backend (C++)", "PCSR, pure PyTorch (reference)",
+                 "PCSR, authors' loop (official_style)"):
+        assert sum(line.startswith(f"| FSRCNN-PCSR | 64x48 (64x48) | {path} |") for line in lines) == 1, path
+    for backend in ("cpu", "reference", "official"):
+        assert sum(line.startswith(f"| FSRCNN-PCSR | 64x48 | {backend} |") for line in lines) == 1, backend
+    assert not any("not timed" in line for line in lines)
+
+
+def test_bench_does_not_time_a_wrong_kernel(tmp_path, monkeypatch, capsys):
+    """The correctness check before timing: a cpu backend whose route_upsample is off by
+    0.01 is reported as failing, and neither timed nor written to the CSV."""
+    from pcsr_kernels import backend
+
+    impls = dict(backend._impls["cpu"])
+    right = impls["route_upsample"]
+
+    def wrong(*args):
+        sr, classes = right(*args)
+        return sr + 0.01, classes
+
+    monkeypatch.setitem(backend._impls, "cpu", {**impls, "route_upsample": wrong})
+    path, md = tmp_path / "b.csv", tmp_path / "b.md"
+    rc = cli.main(["bench", *BENCH_ARGS, "--providers", "cpu,reference,original", "--repeat", "1",
+                   "--min-repeat", "1", "--csv", str(path), "--markdown", str(md)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "check cpu       crop 64x48: FAILED (class mismatch 0.0e+00, values off by > 1e-3: 1.0e+00" in err
+    rows = _rows(path)
+    assert not [r for r in rows if r["backend"] == "cpu"]
+    assert {r["backend"] for r in rows if r["op"] == "e2e"} == {"torch", "reference"}
+    assert "**cpu not timed**, failed the check (crop: class mismatch" in md.read_text()
 
 
 def test_plot_ratio_writes_png(bench_csv, tmp_path):

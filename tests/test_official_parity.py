@@ -52,9 +52,27 @@ def test_fsrcnn_pcsr_k0_refine_and_fsrcnn_x4(hr):
     assert rec["original_gflops"] == pytest.approx(52.98, rel=0.005)
 
 
-def test_demo_output_matches_authors_png(hr, carn_pcsr):
+# Measured on this project's CPU backends (float32, x86): cpu 90.13 dB, reference 90.02 dB,
+# i.e. 351 and 360 of the 5,564,160 8-bit values one level off (output values within float
+# rounding of a quantisation step; the authors ran on a GPU), none off by more. The bound
+# is 0.5 dB below the lower one (about 12 % more values one level off). Changes that the
+# former bound of 45 dB let through fail it: the light branch's output moved by 1e-3 gives
+# 54.8 dB, an ADM tolerance of 1e-3 instead of 1e-4 gives 59.4 dB (measured).
+DEMO_PSNR_DB = 89.5
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_demo_output_matches_authors_png(hr, carn_pcsr, backend):
     """The CARN-PCSR demo output (ADM, no refinement) against the authors' demo_PCSR.png."""
+    import pcsr_kernels
+
+    ok, why = pcsr_kernels.backend.availability(backend, "cpu")
+    if not ok:
+        pytest.skip(why)
     theirs = load_image(official_file("demo_PCSR.png")).rgb[None]
     lr = imresize(hr[None], size=(hr.shape[1] // 4, hr.shape[2] // 4))
-    sr, _ = carn_pcsr(lr, scale=4, adaptive=True, refine=False)
-    assert psnr(sr, theirs, shave=0) >= 45.0
+    with pcsr_kernels.use_backend(backend):
+        sr, _ = carn_pcsr(lr, scale=4, adaptive=True, refine=False)
+    levels = ((sr.clamp(0, 1) * 255).round() - (theirs.clamp(0, 1) * 255).round()).abs()
+    assert float(levels.max()) <= 1, f"{int((levels > 1).sum())} values more than one 8-bit level off"
+    assert psnr(sr, theirs, shave=0) >= DEMO_PSNR_DB

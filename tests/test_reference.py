@@ -1,8 +1,11 @@
 """The reference path is the specification: check it against a direct, per-pixel statement
 of the method written independently here (full coordinate grid, grid_sample lookups, the
 authors' unfold refinement), on small random problems."""
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from conftest import random_problem
@@ -96,23 +99,145 @@ def test_extreme_k_routes_everything_one_way():
     assert bool((light == 1).all()) and bool((heavy == 0).all())
 
 
-def test_adm_two_clusters_follows_authors_kmeans():
-    """A hand-made case: the authors' M=2 K-means from centres (mean, 0)."""
-    v = torch.tensor([0.0, 0.05, 0.1, 0.12, 0.8, 0.9, 1.0, 0.95, 0.15, 0.6])
-    got = reference.adm_ref(v, 2)
-    # Lloyd converges to {<= 0.15} vs {>= 0.6}: high values heavy (branch 0).
-    assert got.tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 1, 0]
+# --- ADM against an independent statement of the authors' K-means ------------------------------
+
+def _adm_lloyd(values, M: int, max_steps: int = 20) -> tuple[np.ndarray, int]:
+    """ADM written from DESIGN.md §1 (Inference) as a plain NumPy Lloyd loop, independently
+    of ``adm_ref``: (branch per value, Lloyd updates made).
+
+    Values min-max normalised (all equal: every value to the lightest branch). M = 2: a
+    first step from a single centre leaves the centres at (mean, 0); then Lloyd steps
+    (nearest centre, ties to the lower index; an empty cluster's centre becomes 0) until
+    the summed squared centre shift is <= 1e-4 or ``max_steps`` steps in all, counting the
+    first; the labels of the last assignment; the highest centre is branch 0. M > 2 (the
+    project's documented rule): centres start at (2j+1)/(2M), an empty cluster keeps its
+    centre, the same loop. Arithmetic in float32 as the values are, cluster sums in
+    float64 (what an exact mean needs), so that exact ties stay exact.
+    """
+    v = np.asarray(values, dtype=np.float32).ravel()
+    lo, hi = v.min(), v.max()
+    if not hi > lo:
+        return np.full(v.shape, M - 1, dtype=np.int64), 0
+    x = (v - lo) / (hi - lo)
+    if M == 2:
+        centres = np.array([np.sum(x, dtype=np.float64) / x.size, 0.0]).astype(np.float32)
+    else:
+        centres = (np.float32(2) * np.arange(M, dtype=np.float32) + np.float32(1)) / np.float32(2 * M)
+    steps = 0
+    for _ in range(max_steps - 1):
+        labels = np.argmin(np.abs(x[:, None] - centres[None, :]), axis=1)  # first minimum: the lower index
+        new = centres.copy()
+        for j in range(M):
+            members = x[labels == j]
+            if members.size:
+                new[j] = np.float32(np.sum(members, dtype=np.float64) / members.size)
+            elif M == 2:
+                new[j] = 0.0
+        shift = np.sum(np.square(new - centres), dtype=np.float32)
+        centres = new
+        steps += 1
+        if shift <= np.float32(1e-4):
+            break
+    by_centre = sorted(range(M), key=lambda j: (-centres[j], j))  # highest centre first
+    branch = np.empty(M, dtype=np.int64)
+    branch[by_centre] = np.arange(M)
+    return branch[labels], steps
 
 
-def test_adm_is_deterministic_and_ordered_for_more_branches():
+def _both(values, M):
+    mine, _ = _adm_lloyd(values, M)
+    return mine.tolist(), reference.adm_ref(torch.tensor(values, dtype=torch.float32), M).tolist()
+
+
+@pytest.mark.parametrize("values,M,want", [
+    # centres (0.5, 0) -> labels (1,1,0,0) -> centres (1, 0): moved 0.25 -> same labels, moved 0: stop.
+    ([0.0, 0.0, 1.0, 1.0], 2, [1, 1, 0, 0]),
+    # min-max normalisation first: the same problem shifted and scaled.
+    ([3.0, 3.0, 5.0, 5.0], 2, [1, 1, 0, 0]),
+    # (0.5, 0): 0.5 is 0 from c0 -> labels (1,0,0), centres (0.75, 0); 0.5 stays nearer 0.75: stop.
+    ([0.0, 0.5, 1.0], 2, [1, 0, 0]),
+    # (5/12, 0): 0.25 nearer c0 -> centres (0.625, 0); then 0.25 nearer 0 -> (1, 0.125); stable.
+    ([0.0, 0.25, 1.0], 2, [1, 1, 0]),
+    # The tie: (0.375, 0) -> labels (1,0,0,0), centres (0.5, 0); 0.25 is then exactly 0.25 from
+    # both centres and goes to the lower index (heavy); nothing moves: stop. Ties to the upper
+    # index would give (1, 1, 1, 0).
+    ([0.0, 0.25, 0.25, 1.0], 2, [1, 0, 0, 0]),
+    # The authors' demo-like case: Lloyd converges to {<= 0.15} light, {>= 0.6} heavy.
+    ([0.0, 0.05, 0.1, 0.12, 0.8, 0.9, 1.0, 0.95, 0.15, 0.6], 2, [1, 1, 1, 1, 0, 0, 0, 0, 1, 0]),
+    # M = 3, centres (1/6, 1/2, 5/6) -> (0, 1/2, 1): highest centre -> branch 0.
+    ([0.0, 0.0, 0.5, 0.5, 1.0, 1.0], 3, [2, 2, 1, 1, 0, 0]),
+    # M = 3 with an empty middle cluster: it keeps its centre 1/2, so the centres rank
+    # (1, 1/2, 0) and the zeros are branch 2 (an empty centre moved to 0 would tie with
+    # theirs and make them branch 1).
+    ([0.0, 0.0, 1.0, 1.0], 3, [2, 2, 0, 0]),
+    # every value equal: all to the lightest branch
+    ([0.3] * 5, 4, [3] * 5),
+    ([0.7], 2, [1]),
+])
+def test_adm_hand_derived_cases(values, M, want):
+    mine, ref = _both(values, M)
+    assert mine == want  # the independent loop agrees with the hand derivation
+    assert ref == want
+
+
+# A slowly converging M = 2 case (found by a search over point masses): 22 Lloyd steps to
+# converge, so the "20 steps in all" limit decides its labels; a limit of 19 or 21 steps in
+# all gives other labellings (checked below), so an off-by-one in the step count fails.
+_SLOW_POS = [0.0, 0.2521, 0.2858, 0.2947, 0.3037, 0.3121, 0.318, 0.3466, 0.4085, 0.4201, 0.4299, 0.437, 0.4497,
+             0.4752, 0.5529, 0.5585, 0.5667, 0.5807, 0.5921, 0.6134, 0.6326, 0.8586, 0.8862, 1.0]
+_SLOW_MASS = [20, 1, 1, 1, 1, 2, 17, 2, 3, 2, 2, 3, 24, 2, 2, 2, 2, 3, 3, 4, 1, 2, 4, 20]
+
+
+def test_adm_step_limit_decides_a_slow_case():
+    v = np.repeat(np.array(_SLOW_POS, dtype=np.float32), _SLOW_MASS)
+    labels, steps = _adm_lloyd(v, 2, max_steps=100)
+    assert steps == 22
+    twenty, steps = _adm_lloyd(v, 2)
+    assert steps == 19  # 20 steps in all: the first (single-centre) step and 19 Lloyd updates
+    for other in (19, 21):
+        assert not np.array_equal(_adm_lloyd(v, 2, max_steps=other)[0], twenty)
+    assert reference.adm_ref(torch.from_numpy(v), 2).tolist() == twenty.tolist()
+
+
+def _family(kind: str, n: int, g: np.random.Generator) -> np.ndarray:
+    if kind == "uniform":
+        return g.random(n)
+    if kind == "mixture":  # a few clumps of different spread: several local optima
+        centres, spreads = g.random(4), g.random(4) * 0.2
+        pick = g.integers(0, 4, n)
+        return centres[pick] + spreads[pick] * g.standard_normal(n)
+    if kind == "eighths":  # exact binary fractions: exact distance ties and repeated values
+        return g.integers(0, 9, n) / 8
+    if kind == "skewed":  # most pixels light, a heavy tail (what a trained classifier gives)
+        return g.beta(0.3, 3.0, n)
+    return np.exp(3 * g.standard_normal(n))  # "lognormal": a range over many octaves
+
+
+@pytest.mark.parametrize("kind", ["uniform", "mixture", "eighths", "skewed", "lognormal"])
+@pytest.mark.parametrize("M", [2, 3, 4, 5])
+def test_adm_matches_independent_lloyd_loop(kind, M):
+    g = np.random.default_rng()  # fresh inputs on every run; the failing ones are printed
+    for n in (1, 2, 7, 64, 1000, 5000):
+        v = _family(kind, n, g).astype(np.float32)
+        mine, ref = _both(v.tolist(), M)
+        assert mine == ref, f"{kind} M={M} n={n}: values {v.tolist()[:50]}"
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(values=st.lists(st.floats(0, 1, width=32) | st.sampled_from([0.0, 0.125, 0.25, 0.5, 0.75, 1.0]),
+                       min_size=1, max_size=60),
+       M=st.integers(2, 5))
+def test_adm_matches_independent_lloyd_loop_fuzzed(values, M):
+    mine, ref = _both(values, M)
+    assert mine == ref
+
+
+def test_adm_orders_well_separated_clusters():
     g = torch.Generator().manual_seed(0)
     v = torch.cat([torch.rand(50, generator=g) * 0.1, 0.5 + torch.rand(50, generator=g) * 0.1,
                    0.9 + torch.rand(50, generator=g) * 0.1])
     got = reference.adm_ref(v, 3)
-    assert torch.equal(got, reference.adm_ref(v, 3))
     assert got[:50].eq(2).all() and got[50:100].eq(1).all() and got[100:].eq(0).all()
-    # constant input: everything to the lightest branch
-    assert reference.adm_ref(torch.full((10,), 0.3), 4).eq(3).all()
 
 
 def test_refine_leaves_border_and_heavy_pixels():

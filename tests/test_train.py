@@ -53,8 +53,16 @@ def _state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _strict(text: str) -> dict:
+    """One log line as strict JSON: NaN / Infinity literals, which json.loads accepts by
+    default, are refused."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
 def _log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [_strict(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 # --- recipe ---------------------------------------------------------------------------------------
@@ -76,6 +84,75 @@ def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
     loaded = ckpt.load(tmp_path / "parts" / MODEL_FILE)
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, want[k]), k
+
+
+# The signal test's run: 30 steps of a few ms (crop 16, every pixel a query, batch 2); each
+# signal is sent at least 10 steps before the end, so that it lands while steps still run.
+_SIG_RUN = dict(crop=16, queries=None, batch=2, iters=[15, 15], seed=7, lr=3e-3, save_every=1000)
+
+
+def _sig_cli(data: Path, out: Path) -> list[str]:
+    c = _SIG_RUN
+    return [sys.executable, "-m", "pcsr", "train", str(data), "--out", str(out), "--variant", "fsrcnn", "--crop",
+            str(c["crop"]), "--batch", str(c["batch"]), "--iters", *map(str, c["iters"]), "--seed", str(c["seed"]),
+            "--lr", str(c["lr"]), "--save-every", str(c["save_every"]), "--log-every", "1", "--threads", "1",
+            "--no-progress"]
+
+
+def _logged(out: Path) -> list[dict]:
+    path = out / "log.jsonl"
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [_strict(line) for line in text[:text.rfind("\n") + 1].splitlines()]  # complete lines only
+
+
+def test_signal_mid_run_saves_last_step_and_resumes_bit_identical(data_dir, tmp_path):
+    """SIGINT / SIGTERM sent to `pcsr train` after k logged steps (k in phase 0, at the phase
+    boundary, in phase 1): the saved state is the last completed step's, and the run resumed
+    from it ends with exactly the weights of an uninterrupted run."""
+    import signal
+    import time
+
+    want = _state(train(_cfg(data_dir, tmp_path / "full", **_SIG_RUN)))
+    plan = [(signal.SIGINT, 2), (signal.SIGTERM, 7), (signal.SIGINT, 15), (signal.SIGTERM, 19)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = []
+    for i, (sig, k) in enumerate(plan):  # all at once: the waits overlap
+        out = tmp_path / f"sig{i}"
+        runs.append((sig, k, out, subprocess.Popen(_sig_cli(data_dir, out), env=env, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.PIPE, text=True)))
+    pending = list(runs)
+    deadline = time.monotonic() + 120
+    while pending and time.monotonic() < deadline:
+        for run in list(pending):
+            sig, k, out, proc = run
+            if sum(r["event"] == "train" for r in _logged(out)) >= k or proc.poll() is not None:
+                proc.send_signal(sig)
+                pending.remove(run)
+        time.sleep(0.002)
+    for sig, k, out, proc in runs:
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        name = signal.Signals(sig).name
+        assert proc.returncode == 130, (name, k, err[-2000:])
+        log = _logged(out)
+        steps = [(r["phase"], r["step"]) for r in log if r["event"] == "train"]
+        stop = [r for r in log if r["event"] == "interrupted"]
+        assert len(stop) == 1 and stop[0]["signal"] == name, (name, k, log[-3:])
+        info = read_state(out / STATE_FILE)[0]
+        # The state is that of the last step the log reports as done (phase 1 step 0 when
+        # the signal came after phase 0's last step), and the run was stopped short.
+        last = steps[-1] if steps[-1][1] < _SIG_RUN["iters"][steps[-1][0]] else (steps[-1][0] + 1, 0)
+        assert (info["phase"], info["step"]) == (stop[0]["phase"], stop[0]["step"]) == last, (name, k, steps[-3:])
+        assert len(steps) < sum(_SIG_RUN["iters"]) and len(steps) >= k
+        assert f"{name}: stopped after phase {info['phase']} step {info['step']}" in err
+        got = _state(train(_cfg(data_dir, out, resume=True, **_SIG_RUN)))
+        for key in want:
+            assert torch.equal(want[key], got[key]), (name, k, key)
 
 
 def test_phase1_leaves_frozen_parts_bit_identical(data_dir, tmp_path):
@@ -306,3 +383,151 @@ def test_cli_resume_takes_the_architecture_of_the_saved_run(data_dir, tmp_path):
     model = ckpt.load(tmp_path / "final.safetensors")
     assert model.config["backbone"] == "carn" and model.num_branches == 3
     assert [r["phase"] for r in _log(out) if r["event"] == "phase_done"] == [0, 1, 2]
+
+
+# --- malformed training states ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved_state(data_dir, tmp_path_factory) -> Path:
+    """A real state: phase 0 after 2 of 4 steps (Adam moments present)."""
+    out = tmp_path_factory.mktemp("state")
+    train(_cfg(data_dir, out, stop_after=2))
+    return out / STATE_FILE
+
+
+def _rewrite(src: Path, dst: Path, info_fn=None, tensors_fn=None, raw_info: str | None = None) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        info = json.loads(f.metadata()["pcsr_train"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if info_fn:
+        info_fn(info)
+    if tensors_fn:
+        tensors_fn(tensors)
+    save_file(tensors, str(dst), metadata={"pcsr_train": raw_info if raw_info is not None else json.dumps(info)})
+    return dst
+
+
+def _drop(*names):
+    def fn(t):
+        for n in [k for k in t if any(k == n or k.startswith(n + ".") for n in names)]:
+            del t[n]
+    return fn
+
+
+def _put(name, value):
+    def fn(d):
+        d[name] = value(d[name]) if callable(value) else value
+    return fn
+
+
+@pytest.mark.parametrize("info_fn,tensors_fn,field,message", [
+    (None, _drop("optim.0.exp_avg_sq"), "optim.0.exp_avg_sq", r"missing optimiser moments \['optim.0.exp_avg_sq'\]"),
+    (None, _drop("optim"), "optim.0.exp_avg",
+     r"missing optimiser moments .*\(phase 0 step 2, 28 trainable parameters, 1 ranks\)"),
+    (None, _drop("rng.0"), "rng.0", "missing generator states"),
+    (_put("step", -1), None, "step", "expected an integer in 0..[0-9]+, got int -1"),
+    (_put("step", "2"), None, "step", "got str 2"),
+    (_put("step", 2.5), None, "step", "got float 2.5"),
+    (_put("step", 0), None, "optim.0.exp_avg", r"unexpected tensors .*\(a state at step 0 has no optimiser state\)"),
+    (_put("step", 3), None, "optim.0.step", "is 2, but the state is at step 3"),
+    (_put("phase", 2), None, "phase", "expected an integer in 0..1, got int 2"),
+    (_put("phase", None), None, "phase", "got NoneType"),
+    (_put("world_size", 0), None, "world_size", "expected an integer in 1..65536"),
+    (_put("world_size", 2), None, "rng.1", "missing generator states"),
+    (_put("version", 9), None, "version", "written by a newer pcsr"),
+    (_put("format", "other"), None, "format", "expected 'pcsr-train'"),
+    (_put("recipe", [1]), None, "recipe", "expected a JSON object, got list"),
+    (_put("model_config", lambda c: {**c, "upsamplers": [[99], [10] * 3]}), None, "upsamplers[0]",
+     "model_config: config field upsamplers\\[0\\]"),
+    (_put("model_config", None), None, "config", "expected a JSON object"),
+    (None, _put("optim.1.exp_avg", lambda t: t[:1]), "optim.1.exp_avg", "has shape"),
+    (None, _put("optim.0.exp_avg", lambda t: t.to(torch.int32)), "optim.0.exp_avg", "expected a floating-point"),
+    (None, _put("rng.0", lambda t: t.float()), "rng.0", "expected torch.uint8"),
+    (None, _put("rng.0", lambda t: t[:100]), "rng.0", "has shape \\(100,\\)"),
+    (None, _put("optim.0.exp_avg_sq", lambda t: -t - 1), "optim.0.exp_avg_sq", "negative values"),
+    (None, _put("optim.0.exp_avg", lambda t: t * float("nan")), "optim.0.exp_avg", "non-finite"),
+    (None, _put("model.upsamplers.0.layers.0.bias", lambda t: t + float("inf")), "model.upsamplers.0.layers.0.bias",
+     "non-finite"),
+    (None, _put("junk", torch.zeros(3)), "junk", "unexpected tensors \\['junk'\\]"),
+])
+def test_malformed_train_states_are_refused(saved_state, tmp_path, info_fn, tensors_fn, field, message):
+    bad = _rewrite(saved_state, tmp_path / STATE_FILE, info_fn, tensors_fn)
+    with pytest.raises(CheckpointError, match=message) as e:
+        read_state(bad)
+    assert e.value.field == field, str(e.value)
+
+
+def test_malformed_train_state_metadata_and_cli_exit_code(saved_state, data_dir, tmp_path, capsys):
+    for raw, message in [("[1, 2]", "expected a JSON object, got list"), ("{", "pcsr_train is not valid JSON"),
+                         ("[" * 50_000 + "]" * 50_000, "nested too deeply")]:
+        with pytest.raises(CheckpointError, match=message):
+            read_state(_rewrite(saved_state, tmp_path / "x.safetensors", raw_info=raw))
+    # Through the CLI: exit code 2 and the field in the message, never a traceback.
+    out = tmp_path / "run"
+    out.mkdir()
+    _rewrite(saved_state, out / STATE_FILE, tensors_fn=_drop("optim.2"))
+    rc = cli_main(["train", str(data_dir), "--out", str(out), "--crop", "16", "--queries", "32", "--batch", "2",
+                   "--iters", "4", "3", "--seed", "3", "--resume", "--no-progress", "--threads", "1"])
+    assert rc == 2
+    assert "training state field optim.2.exp_avg: missing optimiser moments" in capsys.readouterr().err
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags,message", [
+    (["--batch", "0"], "--batch must be an integer >= 1, got 0"),
+    (["--batch", "-4"], "--batch must be an integer >= 1, got -4"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+    (["--lr-min=-1e-7"], "--lr-min must be a finite number >= 0, got -1e-07"),
+    (["--lr-min", "nan"], "--lr-min must be a finite number >= 0, got nan"),
+    (["--lr", "1e-4", "--lr-min", "1e-3"], "--lr-min 0.001 is above --lr 0.0001"),
+    (["--lr-min", "0.5"], "--lr-min 0.5 is above the fsrcnn variant's learning rate 0.001"),
+    (["--w-recon", "nan"], "--w-recon must be a finite number >= 0, got nan"),
+    (["--w-avg", "-3"], "--w-avg must be a finite number >= 0, got -3.0"),
+    (["--branches", "1"], "--branches must be an integer in 2..16, got 1"),
+    (["--branches", "99"], "--branches must be an integer in 2..16, got 99"),
+    (["--upsamplers", "58"], "--upsamplers: 2..16 branches expected"),
+    (["--upsamplers", "58,0;10"], "--upsamplers: branch 0 must be at most 32 widths, each an integer in 1..4096"),
+    (["--classifier", "10,-2"], "--classifier: the classifier must be"),
+    (["--scale", "0"], "--scale must be an integer in 1..16, got 0"),
+    (["--crop", "0"], "--crop must be an integer in 4..4096, got 0"),
+    (["--crop", "30"], "--crop 30 must be a multiple of --scale 4"),
+    (["--queries", "-1"], "--queries must be an integer >= 0 \\(0 = every pixel of the crop\\), got -1"),
+    (["--iters", "10", "-5"], "--iters must be one or more integers >= 0, got \\[10, -5\\]"),
+    (["--phases", "-1"], "--phases must be one or more integers >= 0"),
+    (["--phases", "2"], "--phases must lie in 0..1, got \\[2\\]"),
+    (["--seed", "-1"], "--seed must be an integer in 0..9007199254740992, got -1"),
+    (["--val-every", "0"], "--val-every must be an integer >= 1, got 0"),
+    (["--val-crop", "-8"], "--val-crop must be an integer >= 4 \\(0 = whole images\\), got -8"),
+    (["--save-every", "0"], "--save-every must be an integer >= 1, got 0"),
+    (["--log-every", "-1"], "--log-every must be an integer >= 1, got -1"),
+    (["--stop-after", "-1"], "--stop-after must be an integer >= 0, got -1"),
+    (["--threads", "0"], "--threads must be an integer in 1..4096, got 0"),
+])
+def test_numeric_flags_are_validated(data_dir, tmp_path, capsys, flags, message):
+    import re
+
+    out = tmp_path / "o"
+    rc = cli_main(["train", str(data_dir), "--out", str(out), "--no-progress", "--crop", "16", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(message, err), err
+    assert "Traceback" not in err
+    if "2" not in flags and "0.5" not in flags:  # these two need the model; the rest is refused before any work
+        assert not out.exists()
+
+
+def test_log_lines_are_strict_json_with_nonfinite_values_flagged(tmp_path):
+    from pcsr.train import _Log
+
+    log = _Log(tmp_path / "log.jsonl")
+    log.write(event="val", psnr=float("inf"), loss=1.5, parts={"l1": float("nan"), "ok": [1.0, float("-inf")]})
+    rec = _strict((tmp_path / "log.jsonl").read_text())
+    assert rec["psnr"] is None and rec["loss"] == 1.5 and rec["parts"] == {"l1": None, "ok": [1.0, None]}
+    assert rec["nonfinite"] == {"psnr": "inf", "parts.l1": "nan", "parts.ok[1]": "-inf"}
+    log.write(event="train", loss=0.25)
+    assert "nonfinite" not in _log(tmp_path)[1]
