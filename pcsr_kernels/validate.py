@@ -194,3 +194,22 @@ def refine_args(sr, classes, num_branches: int) -> tuple[int, int, int]:
     B, _, H, W = sr.shape
     check_classes(classes, B, H, W, num_branches, sr.device)
     return B, H, W
+
+
+# --- checks that never wait for the device (the triton backend on CUDA) ----------------------
+
+def check_cost_on_device(cost) -> None:
+    """The value check of ``cost`` (finite and > 0) without a host sync: on CUDA a
+    device-side assertion (``torch._assert_async``), which fails the next synchronising
+    call with this message (and, as every device assertion, leaves the CUDA context
+    unusable); on CPU it raises at once. Shapes are checked by :func:`check_cost` with
+    ``values=False``."""
+    torch._assert_async(torch.isfinite(cost).all() & (cost > 0).all(),
+                        f"cost entries must be finite and > 0 (cost of shape {tuple(cost.shape)})")
+
+
+def check_classes_on_device(classes, M: int) -> None:
+    """``classes`` in [0, M) without a host sync (see :func:`check_cost_on_device`)."""
+    if classes.numel():
+        torch._assert_async(((classes >= 0) & (classes < M)).all(),
+                            f"classes must lie in [0, M) = [0, {M}) (classes of shape {tuple(classes.shape)})")

@@ -1,48 +1,14 @@
-"""Dot precision and launch parameters of the Triton backend. Imports no Triton, so the
-backend can read and set them before any kernel module is imported.
+"""Launch parameters of the Triton backend, and the interpreter switch. Imports no Triton,
+so the backend can read them before any kernel module is imported.
 
-Precision (``tl.dot``'s ``input_precision``):
-
-* ``"ieee"`` (default): fp32 IEEE dots (FMA on NVIDIA GPUs); matches the reference to
-  rounding.
-* ``"tf32x3"`` (opt-in): three TF32 tensor-core products per dot, error close to fp32.
-* ``"tf32"`` (opt-in): one TF32 product, ~1e-3 relative error.
-
-Choose with ``PCSR_TRITON_PRECISION`` or :func:`set_precision`. The error of the opt-in
-modes against fp32 is bounded in ``tests/test_triton.py``; Triton's interpreter computes
-every dot in fp32 whatever the setting, so only a GPU measures it.
+The upsamplers' precision lives in :mod:`pcsr_kernels.precision` (re-exported here); the
+kernels take it as an argument of the op.
 """
 from __future__ import annotations
 
 import os
 
-PRECISIONS = ("ieee", "tf32x3", "tf32")
-_precision: str | None = None
-
-
-def _check(name: str) -> str:
-    name = name.strip().lower()
-    if name not in PRECISIONS:
-        raise ValueError(f"Triton dot precision must be one of {PRECISIONS}, got {name!r}")
-    return name
-
-
-def set_precision(name: str | None) -> None:
-    """``"ieee"``, ``"tf32x3"``, ``"tf32"``, or ``None`` to follow ``PCSR_TRITON_PRECISION`` again."""
-    global _precision
-    _precision = None if name is None else _check(name)
-
-
-def get_precision() -> str:
-    if _precision is not None:
-        return _precision
-    env = os.environ.get("PCSR_TRITON_PRECISION", "").strip()
-    if not env:
-        return "ieee"
-    try:
-        return _check(env)
-    except ValueError as e:
-        raise ValueError(f"PCSR_TRITON_PRECISION: {e}") from None
+from ..precision import PRECISIONS, get_precision, set_precision  # noqa: F401
 
 
 # The fused-MLP kernels (classify, upsample): BM pixels per block, one pipeline stage.

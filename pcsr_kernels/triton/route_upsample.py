@@ -29,7 +29,8 @@ from .upsample import launch_upsample
 def route_upsample_triton(feat: torch.Tensor, lr: torch.Tensor, out_size: Sequence[int],
                           classifier: Sequence[torch.Tensor], upsamplers: Sequence[torch.Tensor],
                           depths: Sequence[int], cost: torch.Tensor, k: float = 0.0,
-                          adaptive: bool = False, refine: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                          adaptive: bool = False, refine: bool = True,
+                          precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.ops.pcsr.route_upsample`` on the Triton backend: (sr [B,3,H,W], classes [B,H,W] int64)."""
     # The op wrapper already checked every value; here only shapes (no host sync).
     M, H, W, branches = validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths,
@@ -49,7 +50,7 @@ def route_upsample_triton(feat: torch.Tensor, lr: torch.Tensor, out_size: Sequen
     else:
         launch_classify(P, cols[0], g, cls_mlp, B, h, w, H, W, M, classes=classes, klogc=klog_cost(cost, k))
     sr = torch.empty(B, 3, H, W, dtype=torch.float32, device=feat.device)
-    launch_upsample(P, cols[1:], g, mlps, lr.to(torch.float32).contiguous(), classes, sr)
+    launch_upsample(P, cols[1:], g, mlps, lr.to(torch.float32).contiguous(), classes, sr, precision)
     del P
     if refine:
         sr = launch_refine(sr, classes, M)

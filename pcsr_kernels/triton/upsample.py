@@ -64,7 +64,7 @@ def _upsample_branch_kernel(idx_ptr, seg_ptr, branch,
 
 
 def launch_upsample(P: torch.Tensor, cols: Sequence[int], g: pack.Geometry, mlps: Sequence[pack.PackedMLP],
-                    lr: torch.Tensor, classes: torch.Tensor, out: torch.Tensor) -> None:
+                    lr: torch.Tensor, classes: torch.Tensor, out: torch.Tensor, precision: str = "ieee") -> None:
     """Sort ``classes [B,H,W]`` and run every branch's kernel; writes every pixel of
     ``out [B,3,H,W]`` fp32. ``lr`` fp32 contiguous."""
     B, _, H, W = out.shape
@@ -88,11 +88,11 @@ def launch_upsample(P: torch.Tensor, cols: Sequence[int], g: pack.Geometry, mlps
             lr, g.by0, g.by1, g.bly, g.bx0, g.bx1, g.blx, out,
             H * W, W, h * w, w,
             ONE_LAYER=mlp.num_layers == 1, BM=BM, HP=mlp.hp, BN=max(mlp.bn, 16), BK=BK, OUT_P=mlp.out_p,
-            PREC=config.get_precision(), num_warps=config.mlp_num_warps(mlp.bn), num_stages=config.MLP_NUM_STAGES)
+            PREC=precision, num_warps=config.mlp_num_warps(mlp.bn), num_stages=config.MLP_NUM_STAGES)
 
 
 def upsample_triton(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
-                    upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> torch.Tensor:
+                    upsamplers: Sequence[torch.Tensor], depths: Sequence[int], precision: str = "ieee") -> torch.Tensor:
     """``torch.ops.pcsr.upsample`` on the Triton backend: sr [B, 3, H, W], unrefined."""
     B, D, h, w, H, W, branches = validate.upsample_args(feat, lr, classes, upsamplers, depths)
     pack.check_dtype(feat)
@@ -100,5 +100,5 @@ def upsample_triton(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
     g = pack.geometry(h, w, H, W, feat.device)
     P, cols = pack.lr_precompute(feat, mlps)
     out = torch.empty(B, 3, H, W, dtype=torch.float32, device=feat.device)
-    launch_upsample(P, cols, g, mlps, lr.to(torch.float32).contiguous(), classes.contiguous(), out)
+    launch_upsample(P, cols, g, mlps, lr.to(torch.float32).contiguous(), classes.contiguous(), out, precision)
     return out.to(feat.dtype)

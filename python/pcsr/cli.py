@@ -27,6 +27,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--backend", default=None, choices=["auto", "reference", "cpu", "triton", "cuda"],
                    help="kernel backend (default: $PCSR_BACKEND or auto)")
+    p.add_argument("--precision", default=None, choices=["ieee", "tf32x3", "tf32", "bf16"],
+                   help="upsampler MLP arithmetic of the triton backend (default: $PCSR_PRECISION or ieee)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +76,8 @@ def _setup(args):
 
     if args.backend:
         pcsr_kernels.set_backend(args.backend)
+    if getattr(args, "precision", None):
+        pcsr_kernels.set_precision(args.precision)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
