@@ -23,6 +23,19 @@ def mlp_num_warps(bn: int) -> int:
     return 8 if bn >= 32 else 4
 
 
+# The register-chunked kernels (dense pass, branch kernels): BM pixels per block. Chosen
+# from the offline sm_90 build (compile_check.py; registers and spills at the variants'
+# widths), not yet timed on a GPU.
+DENSE_BLOCK_M = 128
+DENSE_NUM_WARPS = 4
+BRANCH_BLOCK_M = 128
+
+
+def branch_num_warps(hp: int) -> int:
+    """Warps of a branch kernel of padded hidden width hp (chunks of 64 need 8 at BM = 128)."""
+    return 8 if hp >= 64 else 4
+
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
