@@ -33,7 +33,7 @@ VARIANTS = {"fsrcnn": (48, 58, 10, []), "carn": (52, 74, 20, [10]), "srresnet": 
 
 def _configs(quick: bool):
     """(name, kernel, arg types, constexprs, num_warps) for every kernel the launchers use."""
-    from . import adm, branch, classify, config, dense, refine, route
+    from . import adm, classify, config, dense, refine, route
     from .mlp import BK
     from .pack import hidden_tiling
     from .tc_mlp import chunking
@@ -76,17 +76,27 @@ def _configs(quick: bool):
                          C_OUT=16 if cls_hidden else 2, C_ONE=not cls_hidden, LC0=lc[0], LC1=lc[1], LC2=lc[2],
                          LC3=lc[3], L_OUT=16, L_ONE=False, PREC=prec, IDX64=False)
                 out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c, config.DENSE_NUM_WARPS))
-            hc = chunking(heavy)
-            t = dict(geo, list_ptr="*i32", cnt_ptr="*i32", pu_ptr=wt, wmid_ptr=wt, wlast_ptr=wt)
-            c = dict(J=0, BM=config.BRANCH_BLOCK_M, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False,
-                     PREC=prec, IDX64=False)
-            out.append((f"branch {vname} heavy {prec}", branch._branch_kernel, t, c, config.branch_num_warps(sum(hc))))
-    t = dict(geo, list_ptr="*i64", cnt_ptr="*i64")
-    hc = chunking(170)
-    out.append(("branch srresnet heavy ieee int64", branch._branch_kernel, t,
-                dict(J=1, BM=config.BRANCH_BLOCK_M, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False,
-                     PREC="ieee", IDX64=True), 8))
+            for wd in (heavy, light):
+                out.append(_branch_config(f"branch {vname} {'heavy' if wd == heavy else 'light'} {prec}", wd, prec,
+                                          dict(geo, list_ptr="*i32", cnt_ptr="*i32", pu_ptr=wt, wmid_ptr=wt,
+                                               wlast_ptr=wt), J=0, IDX64=False))
+    out.append(_branch_config("branch srresnet heavy ieee int64", 170, "ieee",
+                              dict(geo, list_ptr="*i64", cnt_ptr="*i64"), J=1, IDX64=True))
     return out
+
+
+def _branch_config(name, width, prec, types, **c):
+    """A branch kernel's configuration as :func:`.branch.launch_branch` chooses it."""
+    from . import branch, config
+    from .tc_mlp import chunking
+
+    hc = chunking(width)
+    hp = sum(hc)
+    scratch = hp > 64 and prec in ("ieee", "tf32x3")
+    BM, nw = config.branch_launch(hp, prec, scratch)
+    c = dict(c, BM=BM, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False, PREC=prec, SCRATCH=scratch,
+             BN=64 if hp % 64 == 0 else 32 if hp % 32 == 0 else 16)
+    return (name + (" scratch" if scratch else ""), branch._branch_kernel, types, c, nw)
 
 
 def _sass_counts(cubin: bytes) -> dict:
@@ -128,10 +138,15 @@ def _ptxas_info(ptx: str, arch: int) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _select(configs, pattern: str | None):
+    return [c for c in configs if pattern is None or re.search(pattern, c[0])]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="compile the pcsr Triton kernels for a GPU without one")
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90)")
     p.add_argument("--quick", action="store_true", help="one configuration per kernel, the widest branch only")
+    p.add_argument("--only", default=None, help="regular expression: compile the kernels whose name matches")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("compile_check: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)", file=sys.stderr)
@@ -142,7 +157,7 @@ def main(argv=None) -> int:
 
     print(f"triton {triton.__version__}, sm_{args.arch}")
     bad = 0
-    for name, kernel, types, constexprs, num_warps in _configs(args.quick):
+    for name, kernel, types, constexprs, num_warps in _select(_configs(args.quick), args.only):
         t0 = time.time()
         sig = {n: ("constexpr" if n in constexprs else types.get(n, "*fp32" if n.endswith("_ptr") else "i32"))
                for n in kernel.arg_names}

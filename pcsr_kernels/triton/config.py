@@ -31,9 +31,18 @@ DENSE_NUM_WARPS = 4
 BRANCH_BLOCK_M = 128
 
 
-def branch_num_warps(hp: int) -> int:
-    """Warps of a branch kernel of padded hidden width hp (chunks of 64 need 8 at BM = 128)."""
-    return 8 if hp >= 64 else 4
+def branch_launch(hp: int, prec: str, scratch: bool) -> tuple[int, int]:
+    """(BM, num_warps) of a branch kernel of padded hidden width hp, from the offline sm_90
+    build (Triton 3.6, ptxas -v; not timed): at 192 wide, BM = 128 with 8 warps spilled in
+    bf16 (228 B) and tf32 (36 B), BM = 64 built without (bf16, 8 warps) or with 4 B
+    (tf32, 4 warps); 64 and 80 wide build without a spill at BM = 128, 8 warps (80 wide
+    tf32: 68 B). The scratch loop (ieee, tf32x3 over 64 wide) keeps the old fused-MLP
+    parameters."""
+    if scratch:
+        return MLP_BLOCK_M, 8
+    if hp > 128:
+        return 64, 8 if prec == "bf16" else 4
+    return BRANCH_BLOCK_M, 8 if hp >= 64 else 4
 
 
 def interpreting() -> bool:
