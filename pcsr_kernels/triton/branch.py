@@ -12,7 +12,8 @@ output value is written exactly once.
 List j lives in buffer j // 2, read from the front for even j and from the back for odd
 j (see :mod:`.dense`).
 
-``SCRATCH``: for "ieee" and "tf32x3" dots on hidden layers wider than 64, the activations
+``SCRATCH``: for "ieee" and "tf32x3" dots on hidden layers wider than 64 (and "tf32" over
+128, which spilled 4 B in registers), the activations
 go through a per-program scratch tile instead (:func:`.mlp._mlp_block`, BK = 16 inputs per
 dot). Triton lowers an "ieee" dot to FMAs holding a thread's whole K slice of both
 operands in registers, and "tf32x3" keeps split copies of both: with [BM, 64] register
@@ -83,4 +84,4 @@ def launch_branch(j: int, mlp: pack.PackedTC, Pu: torch.Tensor, col: int, g: pac
 
 def uses_scratch(mlp: pack.PackedTC, prec: str) -> bool:
     """The scratch-tile MLP (see the module docstring) for wide ieee / tf32x3 branches."""
-    return not mlp.one and mlp.hp > 64 and prec in ("ieee", "tf32x3")
+    return not mlp.one and ((mlp.hp > 64 and prec in ("ieee", "tf32x3")) or (mlp.hp > 128 and prec == "tf32"))

@@ -92,7 +92,7 @@ def _branch_config(name, width, prec, types, **c):
 
     hc = chunking(width)
     hp = sum(hc)
-    scratch = hp > 64 and prec in ("ieee", "tf32x3")
+    scratch = (hp > 64 and prec in ("ieee", "tf32x3")) or (hp > 128 and prec == "tf32")
     BM, nw = config.branch_launch(hp, prec, scratch)
     c = dict(c, BM=BM, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False, PREC=prec, SCRATCH=scratch,
              BN=64 if hp % 64 == 0 else 32 if hp % 32 == 0 else 16)

@@ -33,16 +33,17 @@ BRANCH_BLOCK_M = 128
 
 def branch_launch(hp: int, prec: str, scratch: bool) -> tuple[int, int]:
     """(BM, num_warps) of a branch kernel of padded hidden width hp, from the offline sm_90
-    build (Triton 3.6, ptxas -v; not timed): at 192 wide, BM = 128 with 8 warps spilled in
-    bf16 (228 B) and tf32 (36 B), BM = 64 built without (bf16, 8 warps) or with 4 B
-    (tf32, 4 warps); 64 and 80 wide build without a spill at BM = 128, 8 warps (80 wide
-    tf32: 68 B). The scratch loop (ieee, tf32x3 over 64 wide) keeps the old fused-MLP
-    parameters."""
+    build (Triton 3.6, ptxas -v; not timed). Register chunks: at 192 wide bf16 builds
+    without a spill at BM = 64 with 8 warps (228 B spilled at BM = 128); at 80 wide tf32
+    at BM = 64 with 4 warps (68 B at 128 x 8), bf16 at BM = 128 with 8; up to 64 wide every
+    mode at BM = 128 with 8 warps (a 16-wide ieee branch spilled 8 B with 4). The scratch
+    loop (see :func:`.branch.uses_scratch`) keeps the fused-MLP parameters of
+    :data:`MLP_BLOCK_M`."""
     if scratch:
         return MLP_BLOCK_M, 8
-    if hp > 128:
-        return 64, 8 if prec == "bf16" else 4
-    return BRANCH_BLOCK_M, 8 if hp >= 64 else 4
+    if hp > 64:
+        return (64, 4) if prec == "tf32" else (64 if hp > 128 else BRANCH_BLOCK_M, 8)
+    return BRANCH_BLOCK_M, 8
 
 
 def interpreting() -> bool:
