@@ -20,6 +20,15 @@ operands in registers, and "tf32x3" keeps split copies of both: with [BM, 64] re
 chunks the sm_90 build spilled 26-80 KB per thread (ieee, 170 wide, BM 64-128, 4-8 warps)
 and 1.4-2 KB (tf32x3), while the scratch loop builds without a spill (Triton 3.6, ptxas -v,
 see compile_check.py).
+
+Offline sm_90a build, Triton 3.6.0, at :func:`.config.branch_launch`'s parameters
+(``... python -m pcsr_kernels.triton.compile_check --only branch``; registers / HGMMA
+count; facts about compilation, not speed; no spill anywhere):
+
+    heavy branch     ieee            tf32              tf32x3            bf16
+    FSRCNN 58->64    217 r (FMA)     242 r, 16 HGMMA   233 r, 48         206 r, 8
+    CARN 74->80      114 r scratch   209 r, 30 (BM 64) 75 r, 60 scratch  177 r, 15
+    SRResNet 170->192 211 r scratch  231 r, 96 scratch 235 r, 40 scratch 255 r, 80 (BM 64)
 """
 from __future__ import annotations
 

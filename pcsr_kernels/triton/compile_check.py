@@ -75,7 +75,8 @@ def _configs(quick: bool):
                 c = dict(M=2, NH=1, MODE=mode, BM=config.DENSE_BLOCK_M, CC0=cc[0], CC1=cc[1], CC2=cc[2], CC3=cc[3],
                          C_OUT=16 if cls_hidden else 2, C_ONE=not cls_hidden, LC0=lc[0], LC1=lc[1], LC2=lc[2],
                          LC3=lc[3], L_OUT=16, L_ONE=False, PREC=prec, IDX64=False)
-                out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c, config.DENSE_NUM_WARPS))
+                out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c,
+                            config.dense_num_warps(sum(lc), prec)))
             for wd in (heavy, light):
                 out.append(_branch_config(f"branch {vname} {'heavy' if wd == heavy else 'light'} {prec}", wd, prec,
                                           dict(geo, list_ptr="*i32", cnt_ptr="*i32", pu_ptr=wt, wmid_ptr=wt,

@@ -28,6 +28,12 @@ def mlp_num_warps(bn: int) -> int:
 # widths), not yet timed on a GPU.
 DENSE_BLOCK_M = 128
 DENSE_NUM_WARPS = 4
+
+
+def dense_num_warps(light_hp: int, prec: str) -> int:
+    """Warps of the dense pass: 4, or 8 for a light branch over 32 wide in tf32x3 (48 wide,
+    SRResNet-PCSR: 172 B spilled with 4 warps in the offline sm_90 build)."""
+    return 8 if prec == "tf32x3" and light_hp > 32 else DENSE_NUM_WARPS
 BRANCH_BLOCK_M = 128
 
 

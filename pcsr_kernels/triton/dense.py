@@ -25,9 +25,19 @@ int64 and uint8), 1 given classes (steps 2-3; the uint8 copy written), 2 heavy m
 Index math is int32 unless ``IDX64`` (some offset reaches 2^31: see
 :func:`.tc_mlp.needs_int64`).
 
-Offline sm_90 compile (Triton 3.6.0, ``python -m pcsr_kernels.triton.compile_check``,
-ptxas -v and cuobjdump -sass; facts about compilation, not speed): see
-:mod:`.compile_check` ``REPORT`` for the table of this kernel at the three variants' widths.
+Offline sm_90a build, Triton 3.6.0 (the GPU image's), at the launch parameters of
+:mod:`.config`, BM = 128, 4 warps (8 for tf32x3 with a light branch over 32 wide);
+``PYTHONPATH=.venv-t36/lib/python3.11/site-packages:. python -m pcsr_kernels.triton.compile_check
+--only dense`` (ptxas -v; HGMMA counted in cuobjdump -sass). Facts about compilation, not
+speed; no spill anywhere:
+
+    mode 0 (route)   ieee          tf32          tf32x3        bf16
+    FSRCNN-PCSR      72 r, no MMA  72 r, 8 HGMMA 85 r, 24      62 r, 4
+    CARN-PCSR        168 r         162 r, 16     162 r, 48     90 r, 8
+    SRResNet-PCSR    255 r         254 r, 36     199 r, 54 (8w) 168 r, 18
+
+("ieee" dots become FMAs, as intended: the classifier is always ieee.) The P gathers
+compile to scalar loads (no LDG.E.128): the row offsets are not provably 16-byte aligned.
 """
 from __future__ import annotations
 
@@ -140,7 +150,7 @@ def launch_dense(mode: int, *, Pc, cls_mlp, Pu, light, light_col: int = 0, g: pa
         M=M, NH=reference.num_heavy(M), MODE=mode, BM=BM,
         CC0=c.chunks[0], CC1=c.chunks[1], CC2=c.chunks[2], CC3=c.chunks[3], C_OUT=c.out_p, C_ONE=c.one,
         LC0=lt.chunks[0], LC1=lt.chunks[1], LC2=lt.chunks[2], LC3=lt.chunks[3], L_OUT=lt.out_p, L_ONE=lt.one,
-        PREC=prec, IDX64=idx64, num_warps=config.DENSE_NUM_WARPS, num_stages=1)
+        PREC=prec, IDX64=idx64, num_warps=config.dense_num_warps(lt.hp, prec), num_stages=1)
 
 
 def list_buffers(M: int, N: int, idx64: bool, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,10 @@ image's 3*H*W values reach 2^31; the image's base offset is int64. The outermost
 columns are never refined (see :func:`pcsr_kernels.reference.refine_ref`), so every
 window read lies inside its image and no padding rule is needed. The mean sums rows then
 columns and divides by 9 correctly rounded, as ``avg_pool2d`` does.
+
+Offline sm_90a build (Triton 3.6.0, ``python -m pcsr_kernels.triton.compile_check --only
+refine``): 8 x 64 tiles, 4 warps, 40 registers with uint8 classes and int32 offsets, 48
+with int64 classes and int64 offsets, no spill.
 """
 from __future__ import annotations
 
