@@ -31,9 +31,12 @@ DENSE_NUM_WARPS = 4
 
 
 def dense_num_warps(light_hp: int, prec: str) -> int:
-    """Warps of the dense pass: 4, or 8 for a light branch over 32 wide in tf32x3 (48 wide,
-    SRResNet-PCSR: 172 B spilled with 4 warps in the offline sm_90 build)."""
-    return 8 if prec == "tf32x3" and light_hp > 32 else DENSE_NUM_WARPS
+    """Warps of the dense pass: 4, or 8 for a light branch over 32 wide (48 wide,
+    SRResNet-PCSR: with 4 warps the sm_90 build spilled 172 B in tf32x3 with Triton 3.6,
+    8 B in ieee and 24 B in bf16 with Triton 3.9)."""
+    return 8 if light_hp > 32 else DENSE_NUM_WARPS
+
+
 BRANCH_BLOCK_M = 128
 
 

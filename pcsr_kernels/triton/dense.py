@@ -26,15 +26,15 @@ Index math is int32 unless ``IDX64`` (some offset reaches 2^31: see
 :func:`.tc_mlp.needs_int64`).
 
 Offline sm_90a build, Triton 3.6.0 (the GPU image's), at the launch parameters of
-:mod:`.config`, BM = 128, 4 warps (8 for tf32x3 with a light branch over 32 wide);
+:mod:`.config`, BM = 128, 4 warps (8 with a light branch over 32 wide);
 ``PYTHONPATH=.venv-t36/lib/python3.11/site-packages:. python -m pcsr_kernels.triton.compile_check
 --only dense`` (ptxas -v; HGMMA counted in cuobjdump -sass). Facts about compilation, not
-speed; no spill anywhere:
+speed; no spill anywhere (registers, HGMMA instructions):
 
     mode 0 (route)   ieee          tf32          tf32x3        bf16
-    FSRCNN-PCSR      72 r, no MMA  72 r, 8 HGMMA 85 r, 24      62 r, 4
-    CARN-PCSR        168 r         162 r, 16     162 r, 48     90 r, 8
-    SRResNet-PCSR    255 r         254 r, 36     199 r, 54 (8w) 168 r, 18
+    FSRCNN-PCSR      72, none      72, 8         85, 24        62, 4
+    CARN-PCSR        168, none     162, 16       162, 48       90, 8
+    SRResNet-PCSR    255, none (8w) 199, 18 (8w) 199, 54 (8w)  156, 9 (8w)
 
 ("ieee" dots become FMAs, as intended: the classifier is always ieee.) The P gathers
 compile to scalar loads (no LDG.E.128): the row offsets are not provably 16-byte aligned.
