@@ -23,7 +23,7 @@ medians and p20/p80 by ``triton.testing.do_bench`` on the GPU (``time.perf_count
 CPU), and the peak memory of one more call. ``floor_ms`` is the compute floor: the
 routed GFLOPs as the paper counts them (classifier on every pixel, each pixel's own branch,
 ``pcsr.flops``) over the dense fp32 matmul rate measured on the same device at the same
-precision (``torch.mm``, TF32 off unless ``PCSR_TRITON_PRECISION=tf32``).
+precision (``torch.mm`` in fp32, TF32 or bf16 as ``--precision`` / ``PCSR_PRECISION`` says).
 
 Output: a table on stdout; with ``--csv`` (default ``benchmarks/results/route_upsample.csv``)
 one row per measurement appended (op, provider, device, size, variant, median_ms, p20, p80,
@@ -61,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--no-refine", dest="refine", action="store_false")
     p.add_argument("--weights", default="auto", choices=("auto", "official", "random"))
     p.add_argument("--heavy-fraction", type=float, default=0.5, help="with random weights (default 0.5)")
+    p.add_argument("--precision", default=None, help="ieee, tf32x3, tf32 or bf16 (default: $PCSR_PRECISION or ieee)")
     p.add_argument("--rep-ms", type=float, default=500.0, help="do_bench time budget per measurement")
     p.add_argument("--csv", default=str(_HERE / "results" / "route_upsample.csv"), help="'' for none")
     return p.parse_args(argv)
@@ -86,7 +87,9 @@ def main(argv=None) -> int:
     import workloads as wl
 
     env = timing.environment(device)
-    precision = os.environ.get("PCSR_TRITON_PRECISION", "ieee") or "ieee"
+    if args.precision:
+        pcsr_kernels.set_precision(args.precision)
+    precision = pcsr_kernels.get_precision()
     runnable = {}
     for name in provs:
         if name == "official-style":
@@ -179,19 +182,21 @@ def main(argv=None) -> int:
 
 
 def matmul_rate(device, precision: str, bench) -> float:
-    """Dense fp32 (or TF32) matmul FLOP/s of ``torch.mm`` on this device."""
+    """Dense matmul FLOP/s of ``torch.mm`` on this device in the arithmetic of ``precision``
+    (fp32 for ieee, TF32 for tf32 and tf32x3 -- whose floor is three of these --, bf16)."""
     import torch
 
     n = 8192 if device.type == "cuda" else 512
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    dt = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
     old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "tf32x3")
     try:
         ms = bench(lambda: torch.mm(a, b))[0]
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return 2 * n ** 3 / (ms / 1e3)
+    return 2 * n ** 3 / (ms / 1e3) / (3 if precision == "tf32x3" else 1)
 
 
 def _f(x, fmt):

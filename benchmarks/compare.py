@@ -51,7 +51,7 @@ import timing  # noqa: E402
 import workloads as wl  # noqa: E402
 
 CSV_FIELDS = ["op", "backend", "model", "variant", "size", "height", "width", "device", "device_name",
-              "k", "adaptive", "refine", "weights", "median_ms", "p20_ms", "p80_ms", "n", "gflops",
+              "k", "adaptive", "refine", "precision", "weights", "median_ms", "p20_ms", "p80_ms", "n", "gflops",
               "gflop_per_s", "peak_mb", "heavy_fraction", "time_ratio", "flops_ratio",
               "torch", "triton", "commit", "timestamp"]
 PCSR_PROVIDERS = ("cpu", "triton", "cuda", "reference", "official")
@@ -74,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=0.0, help="routing exponent k (default 0)")
     p.add_argument("--adaptive", action="store_true", help="route with ADM instead of k")
     p.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
+    p.add_argument("--precision", default=None, choices=list(pcsr_kernels.PRECISIONS),
+                   help="upsampler MLP arithmetic of the triton backend (default: $PCSR_PRECISION or ieee); "
+                        "the other paths compute exactly")
     p.add_argument("--weights", default="auto", choices=["auto", "official", "random"],
                    help="auto: the authors' checkpoints where present, else random (default)")
     p.add_argument("--heavy-fraction", type=float, default=0.5,
@@ -306,7 +309,8 @@ def markdown_tables(results: list[tuple], env: dict, args) -> str:
     out = []
     routing = "ADM" if args.adaptive else f"k={args.k:g}"
     out.append(f"device: {env['device_name']}; torch {env['torch']}, triton {env['triton'] or '-'}; "
-               f"commit {env['commit']}; routing {routing}, refine {'off' if args.no_refine else 'on'}\n")
+               f"commit {env['commit']}; routing {routing}, refine {'off' if args.no_refine else 'on'}; "
+               f"triton precision {pcsr_kernels.get_precision()}\n")
     names = {"torch": "original", "cpu": "PCSR, cpu backend (C++)", "triton": "PCSR, triton backend",
              "cuda": "PCSR, cuda backend", "reference": "PCSR, pure PyTorch (reference)",
              "official": "PCSR, authors' loop (official_style)"}
@@ -361,6 +365,7 @@ def csv_rows(results, env, args, device) -> list[dict]:
                 "op": r.op, "backend": r.backend, "model": r.model, "variant": v.key, "size": label,
                 "height": H, "width": W, "device": torch.device(device).type, "device_name": env["device_name"],
                 "k": args.k, "adaptive": int(args.adaptive), "refine": int(not args.no_refine),
+                "precision": pcsr_kernels.get_precision() if r.backend == "triton" else "fp32",
                 "weights": meta["weights"],
                 "median_ms": f"{med:.3f}", "p20_ms": f"{p20:.3f}", "p80_ms": f"{p80:.3f}", "n": r.stats.n,
                 "gflops": _f(r.gflops, "{:.4f}"),
@@ -373,8 +378,24 @@ def csv_rows(results, env, args, device) -> list[dict]:
 
 
 def append_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append ``rows``; a file written before a column was added gets the new header, its
+    old rows an empty cell there (the triton rows before ``precision`` existed ran
+    ``ieee``, the only mode then: that is filled in)."""
     path = Path(path)
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != CSV_FIELDS:
+            with open(path, newline="") as f:
+                old = list(csv.DictReader(f))
+            for r in old:
+                if "precision" not in header:
+                    r["precision"] = "ieee" if r.get("backend") == "triton" else "fp32"
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(old)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         if new:
@@ -391,6 +412,8 @@ def run(args) -> int:
     on_cpu = device.type == "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision:
+        pcsr_kernels.set_precision(args.precision)
     args.repeat = args.repeat or (5 if on_cpu else 20)
     args.budget = args.budget if args.budget is not None else (40.0 if on_cpu else 10.0)
     sizes = [wl.parse_size(s) for s in (args.sizes or ("2k" if on_cpu else "1k,2k,4k,8k")).split(",")]

@@ -39,7 +39,10 @@ from pcsr.model import PCSR, SRModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-OFFICIAL = SHARED / "reference" / "official-pcsr"
+# The authors' checkpoints: PCSR_OFFICIAL_DIR when set (a GPU session copies them into a
+# git-ignored folder of the checkout that travels with the call), else the shared folder.
+OFFICIAL = Path(os.environ["PCSR_OFFICIAL_DIR"]) if os.environ.get("PCSR_OFFICIAL_DIR") else (
+    SHARED / "reference" / "official-pcsr")
 SCALE = 4
 
 SIZES = {"1k": (800, 1280), "2k": (1600, 2560), "4k": (2160, 3840), "8k": (4320, 7680)}  # (H, W) of the output

@@ -7,10 +7,11 @@ namespace pcsr {
 inline constexpr const char* kSchemas[] = {
     "route_upsample(Tensor feat, Tensor lr, SymInt[2] out_size, Tensor[] classifier, "
     "Tensor[] upsamplers, int[] depths, Tensor cost, float k=0., bool adaptive=False, "
-    "bool refine=True) -> (Tensor sr, Tensor classes)",
+    "bool refine=True, str? precision=None) -> (Tensor sr, Tensor classes)",
     "classify(Tensor feat, SymInt[2] out_size, Tensor[] classifier) -> Tensor probs",
     "route(Tensor probs, Tensor cost, float k=0., bool adaptive=False) -> Tensor classes",
-    "upsample(Tensor feat, Tensor lr, Tensor classes, Tensor[] upsamplers, int[] depths) -> Tensor sr",
+    "upsample(Tensor feat, Tensor lr, Tensor classes, Tensor[] upsamplers, int[] depths, "
+    "str? precision=None) -> Tensor sr",
     "refine(Tensor sr, Tensor classes, int num_branches) -> Tensor refined",
 };
 

@@ -3,10 +3,11 @@
 Public functions (thin wrappers over ``torch.ops.pcsr.<op>.default``):
 
     route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.,
-                   adaptive=False, refine=True) -> (sr [B,3,H,W], classes [B,H,W] int64)
+                   adaptive=False, refine=True, precision=None)
+                                                    -> (sr [B,3,H,W], classes [B,H,W] int64)
     classify(feat, out_size, classifier)            -> probs [B,H,W,M]
     route(probs, cost, k=0., adaptive=False)        -> classes [B,H,W] int64
-    upsample(feat, lr, classes, upsamplers, depths) -> sr [B,3,H,W] (unrefined)
+    upsample(feat, lr, classes, upsamplers, depths, precision=None) -> sr [B,3,H,W] (unrefined)
     refine(sr, classes, num_branches)               -> sr [B,3,H,W]
 
 ``feat [B,D,h,w]`` are the backbone's LR features, ``lr [B,3,h,w]`` the (normalised) LR
@@ -16,6 +17,9 @@ branch 0 is the heaviest, ``depths[j]`` its number of Linear layers. The pure-Py
 specification of each op is ``pcsr_kernels.reference.<op>_ref``.
 
 Backends: see :mod:`pcsr_kernels.backend` (``PCSR_BACKEND`` / :func:`set_backend`).
+Precision of the upsampler MLPs on the triton backend (``"ieee"`` default, ``"tf32x3"``,
+``"tf32"``, ``"bf16"``; the classifier is always fp32): the ``precision`` argument, else
+:func:`set_precision` / ``PCSR_PRECISION``; see :mod:`pcsr_kernels.precision`.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ def extension_loaded() -> bool:
 
 from . import backend, ops  # noqa: E402
 from .backend import get_backend, set_backend, use_backend  # noqa: E402,F401
+from .precision import PRECISIONS, get_precision, set_precision, use_precision  # noqa: E402,F401
 
 ops.register_all()
 
@@ -57,11 +62,12 @@ for _mod in ("cpu_backend", "triton_backend", "cuda_backend"):
 def route_upsample(feat: torch.Tensor, lr: torch.Tensor, out_size: Sequence[int],
                    classifier: Sequence[torch.Tensor], upsamplers: Sequence[torch.Tensor],
                    depths: Sequence[int], cost: torch.Tensor, k: float = 0.0,
-                   adaptive: bool = False, refine: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   adaptive: bool = False, refine: bool = True,
+                   precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Classify, route, upsample and refine every HR pixel. See the module docstring."""
     return torch.ops.pcsr.route_upsample.default(
         feat, lr, list(out_size), list(classifier), list(upsamplers), list(depths), cost,
-        float(k), bool(adaptive), bool(refine))
+        float(k), bool(adaptive), bool(refine), precision)
 
 
 def classify(feat: torch.Tensor, out_size: Sequence[int], classifier: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -75,9 +81,9 @@ def route(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: boo
 
 
 def upsample(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
-             upsamplers: Sequence[torch.Tensor], depths: Sequence[int]) -> torch.Tensor:
+             upsamplers: Sequence[torch.Tensor], depths: Sequence[int], precision: str | None = None) -> torch.Tensor:
     """Routed MLP residual plus bilinear(lr) for given classes, [B, 3, H, W]."""
-    return torch.ops.pcsr.upsample.default(feat, lr, classes, list(upsamplers), list(depths))
+    return torch.ops.pcsr.upsample.default(feat, lr, classes, list(upsamplers), list(depths), precision)
 
 
 def refine(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.Tensor:
@@ -86,4 +92,5 @@ def refine(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.
 
 
 __all__ = ["route_upsample", "classify", "route", "upsample", "refine", "set_backend",
-           "get_backend", "use_backend", "extension_loaded", "extension_error"]
+           "get_backend", "use_backend", "set_precision", "get_precision", "use_precision", "PRECISIONS",
+           "extension_loaded", "extension_error"]

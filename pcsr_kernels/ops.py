@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import backend, reference, validate
+from . import precision as precision_mod
 from .schemas import SCHEMAS
 
 OPS = tuple(SCHEMAS)
@@ -28,11 +29,18 @@ def define_schemas() -> None:
 
 # --- implementations: validate once, then hand over to the backend -------------------
 
-def _route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True):
-    validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k)
+def _route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True,
+                    precision=None):
     impl = backend.resolve(feat.device.type)
+    # The triton backend on CUDA checks the cost's values on the device: a host check
+    # would wait for the GPU on every call and forbid CUDA-graph capture.
+    on_device = feat.device.type == "cuda" and backend.resolved_name("cuda") == "triton"
+    validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k, values=not on_device)
+    if on_device:
+        validate.check_cost_on_device(cost)
     return impl["route_upsample"](feat, lr, [int(s) for s in out_size], list(classifier), list(upsamplers),
-                               list(depths), cost, float(k), bool(adaptive), bool(refine))
+                                  list(depths), cost, float(k), bool(adaptive), bool(refine),
+                                  precision_mod.resolve(precision))
 
 
 def _classify(feat, out_size, classifier):
@@ -43,8 +51,9 @@ def _route(probs, cost, k=0.0, adaptive=False):
     return backend.resolve(probs.device.type)["route"](probs, cost, float(k), bool(adaptive))
 
 
-def _upsample(feat, lr, classes, upsamplers, depths):
-    return backend.resolve(feat.device.type)["upsample"](feat, lr, classes, list(upsamplers), list(depths))
+def _upsample(feat, lr, classes, upsamplers, depths, precision=None):
+    return backend.resolve(feat.device.type)["upsample"](feat, lr, classes, list(upsamplers), list(depths),
+                                                         precision_mod.resolve(precision))
 
 
 def _refine(sr, classes, num_branches):
@@ -57,7 +66,9 @@ _IMPLS = {"route_upsample": _route_upsample, "classify": _classify, "route": _ro
 
 # --- fake kernels: shapes only -------------------------------------------------------
 
-def _route_upsample_fake(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True):
+def _route_upsample_fake(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True,
+                         precision=None):
+    precision_mod.resolve(precision)
     _, H, W, _ = validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k, values=False)
     B = feat.shape[0]
     return feat.new_empty(B, 3, H, W), feat.new_empty(B, H, W, dtype=torch.int64)
@@ -77,7 +88,8 @@ def _route_fake(probs, cost, k=0.0, adaptive=False):
     return probs.new_empty(probs.shape[:3], dtype=torch.int64)
 
 
-def _upsample_fake(feat, lr, classes, upsamplers, depths):
+def _upsample_fake(feat, lr, classes, upsamplers, depths, precision=None):
+    precision_mod.resolve(precision)
     B, _, _, _ = validate.check_feat(feat)
     validate.check_lr(lr, feat)
     validate.check_branches(upsamplers, depths, feat)
@@ -106,6 +118,17 @@ def register_all() -> None:
         torch.library.register_fake(qual, _FAKES[name])
 
 
-# The reference backend: always present, any device.
-backend.register("reference", {name: getattr(reference, f"{name}_ref") for name in OPS},
-                 lambda device_type: (True, ""))
+def _exact(fn):
+    """A reference op that takes the ``precision`` argument: it computes exactly whatever it says."""
+    def call(*args):
+        return fn(*args[:-1])
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    return call
+
+
+# The reference backend: always present, any device. ``precision`` (route_upsample,
+# upsample; checked in the wrappers above) is the triton backend's knob: the reference
+# computes exactly.
+backend.register("reference", {name: (_exact if name in ("route_upsample", "upsample") else (lambda f: f))(
+    getattr(reference, f"{name}_ref")) for name in OPS}, lambda device_type: (True, ""))

@@ -6,8 +6,9 @@ tested on machines without a GPU. The kernel modules (``pcsr_kernels.triton.*``)
 imported on the first call, not here: ``@triton.jit`` reads ``TRITON_INTERPRET`` when a
 kernel is decorated, so the flag may be set any time before that first call.
 
-Precision: :func:`set_precision` (or ``PCSR_TRITON_PRECISION``): ``"ieee"`` fp32 dots
-(default), or opt-in ``"tf32x3"`` / ``"tf32"`` tensor cores (see ``pcsr_kernels.triton.config``).
+Precision: the ops' ``precision`` argument (``pcsr_kernels.precision``): ``"ieee"`` fp32
+dots (default), or opt-in ``"tf32x3"`` / ``"tf32"`` / ``"bf16"`` tensor cores for the
+upsampler MLPs; the classifier is always fp32 IEEE.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import importlib.util
 from typing import Callable
 
 from . import backend
-from .triton.config import get_precision, set_precision  # noqa: F401  (imports no Triton)
+from .precision import get_precision, set_precision  # noqa: F401  (imports no Triton)
 
 _OPS = {
     "route_upsample": ("route_upsample", "route_upsample_triton"),

@@ -194,3 +194,27 @@ def refine_args(sr, classes, num_branches: int) -> tuple[int, int, int]:
     B, _, H, W = sr.shape
     check_classes(classes, B, H, W, num_branches, sr.device)
     return B, H, W
+
+
+# --- checks that never wait for the device (the triton backend on CUDA) ----------------------
+
+def check_cost_on_device(cost) -> None:
+    """The value check of ``cost`` (finite and > 0) without a host sync. On CUDA a
+    device-side assertion (``torch._assert_async``): the next synchronising call fails
+    with this message and, as after every device assertion, the CUDA context is unusable.
+    On the CPU (no sync to avoid) the ValueError of :func:`check_cost`. Shapes are checked
+    by :func:`check_cost` with ``values=False``."""
+    if cost.device.type == "cpu":
+        check_cost(cost, cost.shape[0], cost.device)
+        return
+    torch._assert_async(torch.isfinite(cost).all() & (cost > 0).all(),
+                        f"cost entries must be finite and > 0 (cost of shape {tuple(cost.shape)})")
+
+
+def check_classes_on_device(classes, M: int) -> None:
+    """``classes`` in [0, M) without a host sync (as :func:`check_cost_on_device`)."""
+    if classes.device.type == "cpu":
+        check_classes(classes, *classes.shape, M, classes.device)
+    elif classes.numel():
+        torch._assert_async(((classes >= 0) & (classes < M)).all(),
+                            f"classes must lie in [0, M) = [0, {M}) (classes of shape {tuple(classes.shape)})")

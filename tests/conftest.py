@@ -16,7 +16,9 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-OFFICIAL = SHARED / "reference" / "official-pcsr"
+# PCSR_OFFICIAL_DIR: a copy of the authors' files (a GPU session carries one into the call)
+OFFICIAL = Path(os.environ["PCSR_OFFICIAL_DIR"]).resolve() if os.environ.get("PCSR_OFFICIAL_DIR") else (
+    SHARED / "reference" / "official-pcsr")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -171,26 +171,7 @@ def test_refine(M, H, W, device):
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # the same 9 adds, in the same order
 
 
-# ---- pieces: sort, packing, shape checks, precision, backend --------------------------
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_sort_by_class(device):
-    from pcsr_kernels.triton.sort import sort_by_class
-
-    g = torch.Generator().manual_seed(3)
-    M, block = 4, 128
-    classes = torch.randint(0, M, (3001,), generator=g)
-    classes[classes == 2] = 0  # an empty class
-    idx, seg = sort_by_class(classes.to(device), M, block)
-    idx, seg = idx.cpu().long(), seg.cpu()
-    for j in range(M):
-        start, plen = seg[j].tolist()
-        want = torch.nonzero(classes == j).squeeze(1)  # stable: increasing pixel index
-        n = want.numel()
-        assert start % block == 0 and plen % block == 0 and n <= plen < n + block
-        assert torch.equal(idx[start:start + n], want)
-        assert bool((idx[start + n:start + plen] == -1).all())
-
+# ---- pieces: packing, shape checks, precision, backend --------------------------
 
 def test_hidden_tiling():
     from pcsr_kernels.triton.pack import hidden_tiling

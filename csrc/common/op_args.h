@@ -6,7 +6,9 @@
 // BackendChecks; the checks each backend adds after these stay in its glue.
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -26,6 +28,20 @@ struct OpArgs {
   int64_t H = 0, W = 0, M = 0;                      // output [.., H, W], branches
   std::vector<std::vector<at::Tensor>> branches{};  // upsamplers split per branch
 };
+
+// precision (route_upsample, upsample): a speed/accuracy knob of the Triton backend's
+// upsampler MLPs (pcsr_kernels/precision.py). The compiled backends check the name, as every
+// backend does, and compute exactly whatever it says.
+inline void check_precision(const std::optional<c10::string_view>& precision) {
+  if (!precision.has_value()) return;
+  std::string p(precision->data(), precision->size());
+  const auto b = p.find_first_not_of(" \t\n"), e = p.find_last_not_of(" \t\n");
+  std::string key = b == std::string::npos ? std::string() : p.substr(b, e - b + 1);
+  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* name : {"ieee", "tf32x3", "tf32", "bf16"})
+    if (key == name) return;
+  PCSR_CHECK_VALUE(false, "precision must be one of ieee, tf32x3, tf32, bf16, got '", p, "'");
+}
 
 inline void check_branch_limit(const BackendChecks& be, int64_t M) {
   if (be.max_branches < 0) return;

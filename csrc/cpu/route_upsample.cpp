@@ -11,8 +11,10 @@ namespace cpu {
 std::tuple<at::Tensor, at::Tensor> route_upsample_cpu(const at::Tensor& feat_, const at::Tensor& lr_,
                                                       at::IntArrayRef out_size, at::TensorList classifier,
                                                       at::TensorList upsamplers, at::IntArrayRef depths,
-                                                      const at::Tensor& cost, double k, bool adaptive, bool refine) {
+                                                      const at::Tensor& cost, double k, bool adaptive, bool refine,
+                                                      std::optional<c10::string_view> precision) {
   const OpArgs a = route_upsample_args(kCpuChecks, feat_, lr_, out_size, classifier, upsamplers, depths, cost, k);
+  check_precision(precision);  // exact fp32/fp64 whatever it says
 
   const at::Tensor& feat = feat_;  // any strides: the kernels gather by stride (channels-last included)
   const at::Tensor lr = lr_.contiguous();

@@ -8,8 +8,10 @@ namespace pcsr {
 namespace cpu {
 
 at::Tensor upsample_cpu(const at::Tensor& feat_, const at::Tensor& lr_, const at::Tensor& classes_,
-                        at::TensorList upsamplers, at::IntArrayRef depths) {
+                        at::TensorList upsamplers, at::IntArrayRef depths,
+                        std::optional<c10::string_view> precision) {
   const OpArgs a = upsample_args(kCpuChecks, feat_, lr_, classes_, upsamplers, depths);
+  check_precision(precision);  // exact fp32/fp64 whatever it says
   const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
   const auto& branches = a.branches;
 

@@ -207,8 +207,10 @@ void adm(at::Tensor heavy, int64_t M, at::Tensor classes, cudaStream_t stream) {
 std::tuple<at::Tensor, at::Tensor> route_upsample_cuda(const at::Tensor& feat_, const at::Tensor& lr_,
                                                        at::IntArrayRef out_size, at::TensorList classifier,
                                                        at::TensorList upsamplers, at::IntArrayRef depths,
-                                                       const at::Tensor& cost, double k, bool adaptive, bool refine) {
+                                                       const at::Tensor& cost, double k, bool adaptive, bool refine,
+                                                       std::optional<c10::string_view> precision) {
   const OpArgs a = route_upsample_args(kCudaChecks, feat_, lr_, out_size, classifier, upsamplers, depths, cost, k);
+  check_precision(precision);  // these kernels compute in the tensors' dtype whatever it says
 
   const c10::cuda::CUDAGuard guard(feat_.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -306,8 +308,10 @@ at::Tensor route_cuda(const at::Tensor& probs_, const at::Tensor& cost, double k
 }
 
 at::Tensor upsample_cuda(const at::Tensor& feat_, const at::Tensor& lr_, const at::Tensor& classes_,
-                         at::TensorList upsamplers, at::IntArrayRef depths) {
+                         at::TensorList upsamplers, at::IntArrayRef depths,
+                         std::optional<c10::string_view> precision) {
   const OpArgs a = upsample_args(kCudaChecks, feat_, lr_, classes_, upsamplers, depths);
+  check_precision(precision);  // these kernels compute in the tensors' dtype whatever it says
   const int64_t B = a.B, D = a.D, h = a.h, w = a.w, H = a.H, W = a.W, M = a.M;
   const auto& branches = a.branches;
 

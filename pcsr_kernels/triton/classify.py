@@ -77,7 +77,7 @@ def launch_classify(P: torch.Tensor, p_col: int, g: pack.Geometry, mlp: pack.Pac
         classes if classes is not None else dummy, heavy if heavy is not None else dummy,
         N, H * W, W, h * w, w,
         M=M, NH=reference.num_heavy(M), ONE_LAYER=mlp.num_layers == 1, BM=BM, HP=mlp.hp, BN=max(mlp.bn, 16),
-        BK=BK, OUT_P=mlp.out_p, PREC=config.get_precision(),
+        BK=BK, OUT_P=mlp.out_p, PREC="ieee",  # the classifier is always fp32 IEEE
         WRITE_PROBS=probs is not None, WRITE_CLASSES=classes is not None, WRITE_HEAVY=heavy is not None,
         num_warps=config.mlp_num_warps(mlp.bn), num_stages=config.MLP_NUM_STAGES)
 

@@ -27,11 +27,16 @@ import time
 SMEM_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
 
+# The three variants' widths: D, heavy hidden, light hidden, classifier hidden.
+VARIANTS = {"fsrcnn": (48, 58, 10, []), "carn": (52, 74, 20, [10]), "srresnet": (58, 170, 40, [20])}
+
+
 def _configs(quick: bool):
-    """(name, module, kernel, arg types, constexprs, num_warps) for every kernel the launchers use."""
-    from . import adm, classify, config, refine, route, sort, upsample
+    """(name, kernel, arg types, constexprs, num_warps) for every kernel the launchers use."""
+    from . import adm, classify, config, dense, refine, route
     from .mlp import BK
     from .pack import hidden_tiling
+    from .tc_mlp import chunking
 
     f32, BM = "fp32", config.MLP_BLOCK_M
     out = []
@@ -44,29 +49,71 @@ def _configs(quick: bool):
     out += [("adm partial init", adm._lloyd_partial_kernel, t, dict(M=2, MP=2, SB=1024, SINGLE=True), 4),
             ("adm update init", adm._lloyd_update_kernel, t, dict(M=2, MP=2, RB=64, INIT=True, EMPTY_TO_ZERO=True), 4),
             ("route", route._route_kernel, dict(cls_ptr="*i64", N="i64"), dict(M=2, MP=2, BLOCK=256), 4),
-            ("refine", refine._refine_kernel, dict(cls_ptr="*i64", N="i64"), dict(NH=1, BLOCK=1024), 4)]
-    t = dict(cls_ptr="*i64", counts_ptr="*i32", base_ptr="*i64", idx_ptr="*i32", N="i32")
-    out += [("sort histogram", sort._histogram_kernel, t, dict(M=2, MP=2, SB=1024), 4),
-            ("sort scatter", sort._scatter_kernel, t, dict(M=2, MP=2, SB=1024), 4),
-            ("sort scatter int64", sort._scatter_kernel, dict(t, idx_ptr="*i64", N="i64"), dict(M=3, MP=4, SB=1024), 4)]
-    # classifiers: FSRCNN-PCSR one Linear (52 -> 2), CARN-PCSR 2 x 10, SRResNet-PCSR 2 x 20
+            ("refine uint8", refine._refine_kernel, dict(cls_ptr="*u8"), dict(NH=1, BY=8, BX=64, IDX64=False), 4),
+            ("refine int64", refine._refine_kernel, dict(cls_ptr="*i64"), dict(NH=1, BY=8, BX=64, IDX64=True), 4)]
+    # the classify op (probabilities): classifiers of FSRCNN-PCSR (one Linear), CARN-PCSR, SRResNet-PCSR
     t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", cy=f32, cx=f32)
     for hidden in ([], [10], [20]):
         hp, bn = hidden_tiling(hidden[0]) if hidden else (2, 0)
         c = dict(M=2, NH=1, ONE_LAYER=not hidden, BM=BM, HP=hp, BN=max(bn, 16), BK=BK, OUT_P=16 if hidden else 2,
-                 PREC="ieee", WRITE_PROBS=False, WRITE_CLASSES=True, WRITE_HEAVY=False)
+                 PREC="ieee", WRITE_PROBS=True, WRITE_CLASSES=False, WRITE_HEAVY=False)
         out.append((f"classify hidden={hidden}", classify._classify_kernel, t, c, config.mlp_num_warps(bn)))
-    # branches: heavy 58 / 74 / 170, light 10 / 20 / 40 wide
-    t = dict(idx_ptr="*i32", seg_ptr="*i64", iy_ptr="*i64", ix_ptr="*i64", by0_ptr="*i64", by1_ptr="*i64",
-             bx0_ptr="*i64", bx1_ptr="*i64", cy=f32, cx=f32)
-    widths = [170] if quick else [58, 74, 170, 10, 20, 40]
-    precs = ["ieee"] if quick else ["ieee", "tf32x3", "tf32"]
-    for wd in widths:
-        hp, bn = hidden_tiling(wd)
-        for prec in (precs if wd == 170 else ["ieee"]):
-            c = dict(ONE_LAYER=False, BM=BM, HP=hp, BN=bn, BK=BK, OUT_P=16, PREC=prec)
-            out.append((f"upsample width={wd} {prec}", upsample._upsample_branch_kernel, t, c, config.mlp_num_warps(bn)))
+    # the dense pass and the branch kernels at the variants' widths, per precision
+    precs = ["ieee", "bf16"] if quick else ["ieee", "tf32x3", "tf32", "bf16"]
+    geo = dict(iy_ptr="*i64", ix_ptr="*i64", by0_ptr="*i64", by1_ptr="*i64", bx0_ptr="*i64", bx1_ptr="*i64",
+               cy=f32, cx=f32)
+    for vname, (D, heavy, light, cls_hidden) in VARIANTS.items():
+        if quick and vname != "srresnet":
+            continue
+        cc = chunking(cls_hidden[0]) if cls_hidden else (2, 0, 0, 0)
+        lc = chunking(light)
+        for prec in precs:
+            wt = "*bf16" if prec == "bf16" else "*fp32"
+            t = dict(geo, pc_ptr="*fp32", pu_ptr=wt, lwmid_ptr=wt, lwlast_ptr=wt, cls_in_ptr="*i64",
+                     cls64_ptr="*i64", cls8_ptr="*u8", cnt_ptr="*i32", list_ptr="*i32", klogc_ptr="*fp32")
+            for mode in ((0,) if quick or prec != "ieee" else (0, 1, 2)):
+                c = dict(M=2, NH=1, MODE=mode, BM=config.DENSE_BLOCK_M, CC0=cc[0], CC1=cc[1], CC2=cc[2], CC3=cc[3],
+                         C_OUT=16 if cls_hidden else 2, C_ONE=not cls_hidden, LC0=lc[0], LC1=lc[1], LC2=lc[2],
+                         LC3=lc[3], L_OUT=16, L_ONE=False, PREC=prec, IDX64=False)
+                out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c,
+                            config.dense_num_warps(sum(lc), prec)))
+            for wd in (heavy, light):
+                out.append(_branch_config(f"branch {vname} {'heavy' if wd == heavy else 'light'} {prec}", wd, prec,
+                                          dict(geo, list_ptr="*i32", cnt_ptr="*i32", pu_ptr=wt, wmid_ptr=wt,
+                                               wlast_ptr=wt), J=0, IDX64=False))
+    out.append(_branch_config("branch srresnet heavy ieee int64", 170, "ieee",
+                              dict(geo, list_ptr="*i64", cnt_ptr="*i64"), J=1, IDX64=True))
     return out
+
+
+def _branch_config(name, width, prec, types, **c):
+    """A branch kernel's configuration as :func:`.branch.launch_branch` chooses it."""
+    from . import branch, config
+    from .tc_mlp import chunking
+
+    hc = chunking(width)
+    hp = sum(hc)
+    scratch = (hp > 64 and prec in ("ieee", "tf32x3")) or (hp > 128 and prec == "tf32")
+    BM, nw = config.branch_launch(hp, prec, scratch)
+    c = dict(c, BM=BM, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False, PREC=prec, SCRATCH=scratch,
+             BN=64 if hp % 64 == 0 else 32 if hp % 32 == 0 else 16)
+    return (name + (" scratch" if scratch else ""), branch._branch_kernel, types, c, nw)
+
+
+def _sass_counts(cubin: bytes) -> dict:
+    """Tensor-core and wide-load instruction counts of a cubin (``cuobjdump -sass``)."""
+    import triton
+
+    exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(exe):
+        return {}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([exe, "-sass", path], capture_output=True, text=True).stdout
+    return {"HGMMA": len(re.findall(r"\bHGMMA\b", sass)), "HMMA": len(re.findall(r"\bHMMA\b", sass)),
+            "LDG.128": sass.count("LDG.E.128"), "LDL": len(re.findall(r"\bLDL\b", sass))}
 
 
 def _ptxas_info(ptx: str, arch: int) -> tuple[int | None, int | None]:
@@ -92,10 +139,15 @@ def _ptxas_info(ptx: str, arch: int) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _select(configs, pattern: str | None):
+    return [c for c in configs if pattern is None or re.search(pattern, c[0])]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="compile the pcsr Triton kernels for a GPU without one")
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default 90)")
     p.add_argument("--quick", action="store_true", help="one configuration per kernel, the widest branch only")
+    p.add_argument("--only", default=None, help="regular expression: compile the kernels whose name matches")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("compile_check: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)", file=sys.stderr)
@@ -106,7 +158,7 @@ def main(argv=None) -> int:
 
     print(f"triton {triton.__version__}, sm_{args.arch}")
     bad = 0
-    for name, kernel, types, constexprs, num_warps in _configs(args.quick):
+    for name, kernel, types, constexprs, num_warps in _select(_configs(args.quick), args.only):
         t0 = time.time()
         sig = {n: ("constexpr" if n in constexprs else types.get(n, "*fp32" if n.endswith("_ptr") else "i32"))
                for n in kernel.arg_names}
@@ -121,8 +173,9 @@ def main(argv=None) -> int:
         smem = ck.metadata.shared
         ok = smem <= SMEM_LIMIT.get(args.arch, 99 * 1024) and not spill
         bad += not ok
-        print(f"{'ok  ' if ok else 'BAD '} {name:34s} warps={num_warps} smem={smem:6d} regs={regs} spill={spill} "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        sass = " ".join(f"{k}={v}" for k, v in _sass_counts(ck.asm["cubin"]).items())
+        print(f"{'ok  ' if ok else 'BAD '} {name:36s} warps={num_warps} smem={smem:6d} regs={regs} spill={spill} "
+              f"{sass} ({time.time() - t0:.0f} s)", flush=True)
     print("all kernels compile" if not bad else f"{bad} kernel(s) failed")
     return 1 if bad else 0
 

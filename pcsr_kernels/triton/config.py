@@ -1,48 +1,14 @@
-"""Dot precision and launch parameters of the Triton backend. Imports no Triton, so the
-backend can read and set them before any kernel module is imported.
+"""Launch parameters of the Triton backend, and the interpreter switch. Imports no Triton,
+so the backend can read them before any kernel module is imported.
 
-Precision (``tl.dot``'s ``input_precision``):
-
-* ``"ieee"`` (default): fp32 IEEE dots (FMA on NVIDIA GPUs); matches the reference to
-  rounding.
-* ``"tf32x3"`` (opt-in): three TF32 tensor-core products per dot, error close to fp32.
-* ``"tf32"`` (opt-in): one TF32 product, ~1e-3 relative error.
-
-Choose with ``PCSR_TRITON_PRECISION`` or :func:`set_precision`. The error of the opt-in
-modes against fp32 is bounded in ``tests/test_triton.py``; Triton's interpreter computes
-every dot in fp32 whatever the setting, so only a GPU measures it.
+The upsamplers' precision lives in :mod:`pcsr_kernels.precision` (re-exported here); the
+kernels take it as an argument of the op.
 """
 from __future__ import annotations
 
 import os
 
-PRECISIONS = ("ieee", "tf32x3", "tf32")
-_precision: str | None = None
-
-
-def _check(name: str) -> str:
-    name = name.strip().lower()
-    if name not in PRECISIONS:
-        raise ValueError(f"Triton dot precision must be one of {PRECISIONS}, got {name!r}")
-    return name
-
-
-def set_precision(name: str | None) -> None:
-    """``"ieee"``, ``"tf32x3"``, ``"tf32"``, or ``None`` to follow ``PCSR_TRITON_PRECISION`` again."""
-    global _precision
-    _precision = None if name is None else _check(name)
-
-
-def get_precision() -> str:
-    if _precision is not None:
-        return _precision
-    env = os.environ.get("PCSR_TRITON_PRECISION", "").strip()
-    if not env:
-        return "ieee"
-    try:
-        return _check(env)
-    except ValueError as e:
-        raise ValueError(f"PCSR_TRITON_PRECISION: {e}") from None
+from ..precision import PRECISIONS, get_precision, set_precision  # noqa: F401
 
 
 # The fused-MLP kernels (classify, upsample): BM pixels per block, one pipeline stage.
@@ -55,6 +21,38 @@ MLP_NUM_STAGES = 1
 
 def mlp_num_warps(bn: int) -> int:
     return 8 if bn >= 32 else 4
+
+
+# The register-chunked kernels (dense pass, branch kernels): BM pixels per block. Chosen
+# from the offline sm_90 build (compile_check.py; registers and spills at the variants'
+# widths), not yet timed on a GPU.
+DENSE_BLOCK_M = 128
+DENSE_NUM_WARPS = 4
+
+
+def dense_num_warps(light_hp: int, prec: str) -> int:
+    """Warps of the dense pass: 4, or 8 for a light branch over 32 wide (48 wide,
+    SRResNet-PCSR: with 4 warps the sm_90 build spilled 172 B in tf32x3 with Triton 3.6,
+    8 B in ieee and 24 B in bf16 with Triton 3.9)."""
+    return 8 if light_hp > 32 else DENSE_NUM_WARPS
+
+
+BRANCH_BLOCK_M = 128
+
+
+def branch_launch(hp: int, prec: str, scratch: bool) -> tuple[int, int]:
+    """(BM, num_warps) of a branch kernel of padded hidden width hp, from the offline sm_90
+    build (Triton 3.6, ptxas -v; not timed). Register chunks: at 192 wide bf16 builds
+    without a spill at BM = 64 with 8 warps (228 B spilled at BM = 128); at 80 wide tf32
+    at BM = 64 with 4 warps (68 B at 128 x 8), bf16 at BM = 128 with 8; up to 64 wide every
+    mode at BM = 128 with 8 warps (a 16-wide ieee branch spilled 8 B with 4). The scratch
+    loop (see :func:`.branch.uses_scratch`) keeps the fused-MLP parameters of
+    :data:`MLP_BLOCK_M`."""
+    if scratch:
+        return MLP_BLOCK_M, 8
+    if hp > 64:
+        return (64, 4) if prec == "tf32" else (64 if hp > 128 else BRANCH_BLOCK_M, 8)
+    return BRANCH_BLOCK_M, 8
 
 
 def interpreting() -> bool:

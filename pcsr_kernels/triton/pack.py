@@ -82,7 +82,8 @@ class PackedMLP:
         return max(0, self.num_layers - 2)
 
 
-def _pack(params: Sequence[torch.Tensor], D: int) -> PackedMLP:
+def _pack(params: Sequence[torch.Tensor], D: int, tiling=None) -> PackedMLP:
+    """``tiling(widths) -> (HP, BN)`` of the hidden layers (default :func:`hidden_tiling`)."""
     L = len(params) // 2
     dev = params[0].device
     W = [params[2 * i].detach().to(torch.float32) for i in range(L)]
@@ -91,7 +92,7 @@ def _pack(params: Sequence[torch.Tensor], D: int) -> PackedMLP:
     if L == 1:  # the first layer is the output: no dot, any power of two will do
         HP, BN, out_p = max(2, next_pow2(out)), 0, max(2, next_pow2(out))
     else:
-        HP, BN = hidden_tiling(max(w.shape[0] for w in W[:-1]))
+        HP, BN = (tiling or hidden_tiling)(max(w.shape[0] for w in W[:-1]))
         out_p = max(16, next_pow2(out))
     n0 = W[0].shape[0]
     z = dict(dtype=torch.float32, device=dev)
@@ -128,20 +129,76 @@ def _key(params, D):
 
 def packed_mlp(params: Sequence[torch.Tensor], D: int) -> PackedMLP:
     """The packed copy of one MLP's weights, from the cache when they did not change."""
-    key = _key(params, D)
+    return _cached(params, D, lambda: _pack(params, D))
+
+
+def _cached(params, tag, make):
+    key = _key(params, tag)
     if key is None:
-        return _pack(params, D)
+        return make()
     hit = _cache.get(key)
     if hit is not None:
         refs, packed = hit
         if all(r() is t for r, t in zip(refs, params)):
             _cache.move_to_end(key)
             return packed
-    packed = _pack(params, D)
+    packed = make()
     _cache[key] = ([weakref.ref(t) for t in params], packed)
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return packed
+
+
+@dataclass
+class PackedTC:
+    """One MLP packed for the register-chunked kernels (:mod:`.tc_mlp`): the layout of
+    :class:`PackedMLP` with ``HP = sum(chunks)``, and ``wmid``/``wlast`` in the dot operand
+    type of ``mode``: ``"fp32"``, ``"bf16"`` (bfloat16 tensors) or ``"bf16emu"`` (fp32
+    values rounded to bfloat16, for the interpreter)."""
+    base: PackedMLP
+    chunks: tuple
+    mode: str
+    wmid: torch.Tensor
+    wlast: torch.Tensor
+
+    def __getattr__(self, name):  # D, out, num_layers, hp, out_p, wz, first, bmid, blast, num_mid
+        return getattr(self.base, name)
+
+    @property
+    def one(self) -> bool:
+        return self.base.num_layers == 1
+
+
+WEIGHT_MODES = ("fp32", "bf16", "bf16emu")
+
+
+def weight_mode(prec: str) -> str:
+    """The weights' mode for a kernel PREC (see :func:`.tc_mlp.kernel_precision`)."""
+    return prec if prec in ("bf16", "bf16emu") else "fp32"
+
+
+def _pack_tc(params: Sequence[torch.Tensor], D: int, mode: str) -> PackedTC:
+    from .tc_mlp import chunking
+
+    L = len(params) // 2
+    if L == 1:  # no dot: the output columns padded to a power of two (RGB -> 4)
+        p = _pack(params, D)
+        chunks = (p.hp, 0, 0, 0)
+    else:
+        chunks = chunking(max(params[2 * i].shape[0] for i in range(L - 1)))
+        p = _pack(params, D, tiling=lambda w: (sum(chunks), 0))
+    wmid, wlast = p.wmid, p.wlast
+    if mode == "bf16":
+        wmid, wlast = wmid.to(torch.bfloat16), wlast.to(torch.bfloat16)
+    elif mode == "bf16emu":
+        wmid, wlast = wmid.to(torch.bfloat16).to(torch.float32), wlast.to(torch.bfloat16).to(torch.float32)
+    return PackedTC(p, chunks, mode, wmid.contiguous(), wlast.contiguous())
+
+
+def packed_tc(params: Sequence[torch.Tensor], D: int, mode: str = "fp32") -> PackedTC:
+    """The chunked packing of one MLP (see :class:`PackedTC`), cached as :func:`packed_mlp`."""
+    assert mode in WEIGHT_MODES, mode
+    return _cached(params, ("tc", D, mode), lambda: _pack_tc(params, D, mode))
 
 
 def clear_cache() -> None:
@@ -149,17 +206,23 @@ def clear_cache() -> None:
     _geom.clear()
 
 
-def lr_precompute(feat: torch.Tensor, packs: Sequence[PackedMLP]) -> tuple[torch.Tensor, list[int]]:
+def lr_precompute(feat: torch.Tensor, packs: Sequence[PackedMLP], mode: str = "fp32") -> tuple[torch.Tensor, list[int]]:
     """The first layers' feature terms of several MLPs at LR resolution, in one GEMM.
 
     Returns ``P [B*h*w, S]`` (row = LR pixel, channels last so that a kernel gathers one
-    contiguous row per HR pixel) and each MLP's first column in it. fp32; the GEMM
-    follows ``torch.backends.cuda.matmul.allow_tf32`` (off by default).
+    contiguous row per HR pixel) and each MLP's first column in it. The GEMM is fp32 (it
+    follows ``torch.backends.cuda.matmul.allow_tf32``, off by default); ``mode`` "bf16"
+    stores P in bfloat16 (half the bytes the kernels gather), "bf16emu" rounds it to
+    bfloat16 and keeps fp32 (the interpreter has no bfloat16).
     """
     B, D, h, w = feat.shape
     wz = torch.cat([p.wz for p in packs], 0)  # [S, D]
     f = feat.to(torch.float32).reshape(B, D, h * w).transpose(1, 2)  # [B, h*w, D], a view
     P = torch.matmul(f, wz.t()).reshape(B * h * w, wz.shape[0])  # [B*h*w, S]
+    if mode == "bf16":
+        P = P.to(torch.bfloat16)
+    elif mode == "bf16emu":
+        P = P.to(torch.bfloat16).to(torch.float32)
     cols, at = [], 0
     for p in packs:
         cols.append(at)

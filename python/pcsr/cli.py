@@ -28,6 +28,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--backend", default=None, choices=["auto", "reference", "cpu", "triton", "cuda"],
                    help="kernel backend (default: $PCSR_BACKEND or auto)")
+    p.add_argument("--precision", default=None, choices=["ieee", "tf32x3", "tf32", "bf16"],
+                   help="upsampler MLP arithmetic of the triton backend (default: $PCSR_PRECISION or ieee)")
 
 
 def _finite(text: str) -> float:
@@ -154,6 +156,12 @@ def _setup(args, shard=None):
         elif "PCSR_BACKEND" not in msg and os.environ.get("PCSR_BACKEND", "").strip():
             msg = f"PCSR_BACKEND={os.environ['PCSR_BACKEND'].strip()}: {msg}"
         raise UsageError(msg) from None
+    if getattr(args, "precision", None):
+        pcsr_kernels.set_precision(args.precision)
+    try:
+        pcsr_kernels.get_precision()  # an unknown PCSR_PRECISION is a usage error, before any work
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return device
 
 
