@@ -154,7 +154,7 @@ def test_psnr_change_within_budget(name):
     """|PSNR(precision) - PSNR(ieee)| on the authors' demo image: a 64x64 HR crop under the
     interpreter (a few seconds per mode), the whole image on a GPU."""
     from pcsr import checkpoint
-    from pcsr.imageio import read_image
+    from pcsr.imageio import load_image
     from pcsr.imresize import imresize
     from pcsr.metrics import psnr
 
@@ -162,7 +162,7 @@ def test_psnr_change_within_budget(name):
     if not backend.availability("triton", dev)[0]:
         pytest.skip(f"triton is not available for {dev} tensors")
     model = checkpoint.load(official_file(name), dev)
-    hr = read_image(official_file("demo_HR.png")).rgb.to(dev)
+    hr = load_image(official_file("demo_HR.png")).rgb.to(dev)
     if dev == "cpu":
         hr = hr[:, 480:544, 700:764]
     H, W = hr.shape[-2:]
