@@ -177,7 +177,7 @@ def op_bytes(op: str, backend: str, hd: Heads, B: int, h: int, w: int, H: int, W
                "route_upsample": N * (3 * T + 8 + (T if adaptive else 0)) + tables}
     elif backend == "triton":
         S = sum(max(16, _round_up(v, 64)) for v in hd.first)
-        P = n * S * 4  # LR precompute, fp32
+        P = n * (S + D) * 4  # LR precompute in fp32, from a contiguous fp32 copy of feat
         # classes, then (heavy | sr + sorted indices | unrefined + refined sr), fp32 inside
         per = {"classify": N * M * 4 + P,
                "route": N * (8 + (4 if adaptive else 0)),
@@ -186,7 +186,7 @@ def op_bytes(op: str, backend: str, hd: Heads, B: int, h: int, w: int, H: int, W
                "route_upsample": P + N * (8 + max(4 if adaptive else 0, 16, 24 if refine else 0))
                + (N * 3 * T if T != 4 else 0)}
     elif backend == "cuda":
-        P = n * sum(hd.first) * T
+        P = n * (sum(hd.first) + D) * T  # LR precompute, and feat made contiguous
         per = {"classify": N * M * T + P,
                "route": N * (8 + (T if adaptive else 0)),
                "upsample": N * (3 * T + 16) + P,
@@ -208,13 +208,30 @@ def backend_for(device: torch.device) -> str:
 # --- the model ------------------------------------------------------------------------
 
 def backbone_footprint(model, dtype: torch.dtype):
-    """:func:`pcsr.footprint.footprint` of the backbone the model runs at inference. Cached
-    on that backbone copy, which the model rebuilds (dropping the cache) when weights change."""
+    """:func:`pcsr.footprint.footprint` of the backbone the model runs at inference, or
+    ``None`` (with the reason in ``model``'s cache) when its graph cannot be analysed.
+    Cached on that backbone copy, which the model rebuilds when its weights change."""
     bb = model._inference_backbone()
     cache = bb.__dict__.setdefault("_pcsr_footprint", {})
     if dtype not in cache:
-        cache[dtype] = footprint(bb, dtype)
-    return cache[dtype]
+        try:
+            cache[dtype] = footprint(bb, dtype)
+        except Exception as e:  # noqa: BLE001 - untraceable or unknown layers: no analysis
+            cache[dtype] = e
+    fp = cache[dtype]
+    return None if isinstance(fp, Exception) else fp
+
+
+def footprint_error(model, dtype: torch.dtype) -> str:
+    """Why :func:`backbone_footprint` gave ``None``."""
+    backbone_footprint(model, dtype)
+    e = model._inference_backbone().__dict__["_pcsr_footprint"][dtype]
+    return f"{type(e).__name__}: {e}"
+
+
+# Activation bytes per LR pixel and feature channel assumed for a backbone that cannot be
+# analysed: the largest ratio of the three bundled families (CARN-M: 2288 / (52 * 4) = 11).
+_UNKNOWN_ACT_PER_CHANNEL = 12
 
 
 def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device: torch.device,
@@ -225,7 +242,9 @@ def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device
     hd = heads_of(model)
     n = B * h * w
     x = 3 * T * n  # the normalised input, alive to the end
-    backbone = int(math.ceil(backbone_footprint(model, dtype).act_bytes * n))
+    fp = backbone_footprint(model, dtype)
+    act = fp.act_bytes if fp is not None else _UNKNOWN_ACT_PER_CHANNEL * hd.D * T
+    backbone = int(math.ceil(act * n))
     feat = hd.D * T * n
     op = op_bytes("route_upsample", backend_for(device), hd, B, h, w, H, W, T, adaptive, refine)
     total = x + max(backbone, feat + op)

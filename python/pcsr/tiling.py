@@ -38,6 +38,7 @@ axis of ``n`` LR pixels), and convolutions on different sizes may sum in another
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -145,9 +146,7 @@ class _Axis:
 
     def _verify(self, a: int, b: int, hr: tuple[int, int], R0: int, R1: int) -> None:
         """The ops on the crop must pick the whole image's LR pixels for rows R0..R1."""
-        li = nearest_axis(hr[1] - hr[0], b - a)[0][R0 - hr[0]:R1 - hr[0]] + a
-        l0, l1, _ = bilinear_axis(hr[1] - hr[0], b - a)
-        l0, l1 = l0[R0 - hr[0]:R1 - hr[0]] + a, l1[R0 - hr[0]:R1 - hr[0]] + a
+        li, l0, l1 = (t[R0 - hr[0]:R1 - hr[0]] + a for t in _index_tables(hr[1] - hr[0], b - a))
         for what, local, whole in (("nearest LR", li, self.iy), ("bilinear tap", l0, self.i0),
                                    ("bilinear tap", l1, self.i1)):
             bad = torch.nonzero(local != whole[R0:R1])
@@ -161,6 +160,14 @@ class _Axis:
 
     def min_core(self) -> int:
         return self.q
+
+
+@functools.lru_cache(maxsize=64)
+def _index_tables(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ops' nearest and bilinear LR indices for one (HR, LR) size pair (tiles of one
+    plan share a few sizes)."""
+    i0, i1, _ = bilinear_axis(n_out, n_in)
+    return nearest_axis(n_out, n_in)[0], i0, i1
 
 
 def _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refine, act_pp) -> Estimate:
@@ -212,27 +219,43 @@ def plan(model, lr_shape: Sequence[int], scale: float, *, adaptive: bool = False
     backend = memory.backend_for(device)
     fp = memory.backbone_footprint(model, dtype)
     margin = 1 if refine else 0
-    ay = _Axis(h, H, fp.radius[0], margin, "row")
-    ax = _Axis(w, W, fp.radius[1], margin, "column")
+    # Without an analysable graph there is no receptive field: only the whole image is exact.
+    radius = fp.radius if fp is not None else (h, w)
+    act = fp.act_bytes if fp is not None else memory._UNKNOWN_ACT_PER_CHANNEL * model.backbone.out_dim * T
+    ay = _Axis(h, H, radius[0], margin, "row")
+    ax = _Axis(w, W, radius[1], margin, "column")
     budget = int(max_memory) if max_memory is not None else memory.default_budget(device)
 
     def make(ty: int, tx: int) -> Plan:
         ys, xs = ay.spans(ty), ax.spans(tx)
-        est = _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refine, fp.act_bytes)
+        est = _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refine, act)
         return Plan(h, w, H, W, ys, xs, est)
 
     size = f"{B}x3x{h}x{w} -> {H}x{W}"
     if tile is not None:
         ty, tx = (tile, tile) if isinstance(tile, int) else tile
+        if fp is None and (ty < h or tx < w):
+            raise TilingError(f"cannot tile this backbone: {memory.footprint_error(model, dtype)}")
         p = make(ty, tx)
-        if max_memory is not None and p.estimate.total > budget:
+        # An explicit tile is held to max_memory when given, else to what the machine has.
+        limit = budget if max_memory is not None else memory.available_memory(device)
+        if p.estimate.total > limit:
             raise TooLargeError(f"tiles of {ty}x{tx} LR pixels for {size} need about {p.estimate}, "
-                                f"more than max_memory = {format_bytes(budget)}")
+                                f"more than the {format_bytes(limit)} "
+                                + ("of max_memory" if max_memory is not None else "available"))
         return p
     whole = make(h, w)
     if whole.estimate.total <= budget:
         return whole
-    smallest = make(1, 1)
+    if fp is None:
+        raise TooLargeError(f"upscaling {size} needs about {whole.estimate}, more than "
+                            f"{format_bytes(budget)}, and this backbone cannot be tiled "
+                            f"({memory.footprint_error(model, dtype)})")
+    try:
+        smallest = make(1, 1)
+    except TilingError as e:
+        raise TilingError(f"upscaling {size} needs about {whole.estimate}, more than "
+                          f"{format_bytes(budget)}, so it must be tiled, but {e}") from None
     if smallest.estimate.total > budget:
         outputs = smallest.estimate.parts["outputs"]
         why = ("the outputs alone need " + format_bytes(outputs)) if outputs > budget else \
