@@ -37,7 +37,11 @@ DEFAULT_FRACTION = 0.5
 
 # Bytes every op call may take beyond its per-pixel buffers: packed weights, per-thread
 # scratch of the CPU kernels (a few LR rows of features each), the allocator's rounding.
-OP_SLACK = 32 << 20
+# Measured on the cpu backend at 960x1280: 1.4 MB beyond the per-pixel buffers.
+OP_SLACK = 8 << 20
+# oneDNN creates (and keeps) a primitive per new convolution shape: code and a small
+# scratchpad, a few MB for a whole backbone (4.5 MB measured for MSRResNet's 33 convs).
+BACKBONE_SLACK = 16 << 20
 # The CUDA caching allocator rounds blocks up (to 2 MiB segments for large ones) and cuDNN
 # takes a workspace: a margin the CPU measurements cannot check.
 CUDA_SLACK = 1.2
@@ -123,6 +127,42 @@ def _cgroup_room() -> int | None:
         return None
 
 
+# --- the allocator ------------------------------------------------------------------
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+HEAP_THRESHOLD = 1 << 20
+_heap_bounded = False
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give every freed block of :data:`HEAP_THRESHOLD` bytes or more straight
+    back to the system. Returns whether the setting is in force (glibc only).
+
+    By default glibc raises its mmap threshold to the size of each large block freed (up
+    to 32 MB), so later tensors below that size come from the heap and stay resident
+    after they are freed: measured peaks then exceed the live bytes these estimates count
+    by up to 45% (MSRResNet at 360x360: 187 MB resident for 132 MB live). With a fixed
+    1 MiB threshold the measured peaks stay within the estimates (tests/test_memory.py),
+    at the price of page faults on each new large tensor (tiled inference ~15% slower on
+    the project's CPU machine). Process-wide and permanent: :func:`pcsr.tiling.upscale`
+    calls it only when a memory budget actually binds.
+    """
+    global _heap_bounded
+    if _heap_bounded:
+        return True
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        _heap_bounded = bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+    return _heap_bounded
+
+
 # --- the ops ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -154,16 +194,17 @@ def op_bytes(op: str, backend: str, hd: Heads, B: int, h: int, w: int, H: int, W
     N, n, M, D = B * H * W, B * h * w, hd.M, hd.D
     if backend == "reference":
         band = max(W, min(N, (_REF_BAND // W) * W)) if W <= _REF_BAND else W
-        # z gathered and permuted (2 copies), the [band, D+4] input, a branch's gathered
-        # rows, two hidden activations, logits and softmax.
-        band_bytes = band * T * (4 * (D + 4) + 2 * hd.widest + 2 * M + 3) + band * 16
+        # Per band: the [band, D+4] input and a branch's gathered rows, two hidden
+        # activations, logits, indices. Measured (VmHWM, 240x320 -> 960x1280): 79 MB for
+        # FSRCNN-PCSR's upsample bands, 101 MB for CARN-PCSR's; this gives 124 and 140.
+        band_bytes = band * T * (2 * (D + 4) + 2 * hd.widest + M + 3) + band * 16
         classify = N * M * T + band_bytes
         if adaptive:  # heavy mass, normalised values, |v - c| and its argmin, float64 sums
             route = N * (M * T + 3 * T + 2 * M * T + 32)
         else:  # log(probs), the cost-weighted scores, argmax
             route = N * (3 * M * T + 8)
         upsample = N * (3 * T + 8) + band_bytes
-        refine_b = N * (14 * T + 3 + 8)  # clone, heavy mask, max-pool, 3x3 mean, where, classes
+        refine_b = N * (10 * T + 3)  # clone, heavy mask, max-pool, 3x3 mean, where (measured 9.8 T)
         per = {"classify": classify, "route": route, "upsample": upsample, "refine": refine_b,
                "route_upsample": max(classify, N * 8 + route, N * 8 + upsample,
                                      refine_b if refine else 0)}
@@ -244,7 +285,7 @@ def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device
     x = 3 * T * n  # the normalised input, alive to the end
     fp = backbone_footprint(model, dtype)
     act = fp.act_bytes if fp is not None else _UNKNOWN_ACT_PER_CHANNEL * hd.D * T
-    backbone = int(math.ceil(act * n))
+    backbone = int(math.ceil(act * n)) + BACKBONE_SLACK
     feat = hd.D * T * n
     op = op_bytes("route_upsample", backend_for(device), hd, B, h, w, H, W, T, adaptive, refine)
     total = x + max(backbone, feat + op)

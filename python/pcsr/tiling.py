@@ -181,7 +181,7 @@ def _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refin
     oh, ow = length(ys, "core"), length(xs, "core")
     outputs = B * N * (3 * out_T + 1)
     x_halo = 2 * 3 * T * hh * hw  # the cut, and its normalised copy
-    backbone = int(act_pp * hh * hw)
+    backbone = int(act_pp * hh * hw) + memory.BACKBONE_SLACK
     feat = hd.D * T * hh * hw
     lr_crop = 3 * T * ch * cw
     write = 2 * 3 * T * oh * ow  # the owned part denormalised, then quantised
@@ -193,7 +193,7 @@ def _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refin
     else:
         p1 = memory.op_bytes("classify", backend, hd, 1, ch, cw, Hc, Wc, T) + Hc * Wc * T
         p2 = (memory.op_bytes("upsample", backend, hd, 1, ch, cw, Hc, Wc, T) + Hc * Wc * 8
-              + (memory.op_bytes("refine", backend, hd, 1, ch, cw, Hc, Wc, T) if refine else 0))
+              + (memory.op_bytes("refine", backend, hd, 1, ch, cw, Hc, Wc, T) - memory.OP_SLACK if refine else 0))
         tile = x_halo + max(backbone, feat + lr_crop + max(p1, p2) + write)
         heavy_map = N * T
         adm = N * hd.M * T + memory.op_bytes("route", backend, hd, 1, 1, 1, H, W, T, adaptive=True)
@@ -301,6 +301,8 @@ def upscale(model, lr: torch.Tensor, scale: float, *, k: float = 0.0, adaptive: 
     _check_args(model, lr, scale, k, max_memory, tile, out_dtype)
     p = plan(model, lr.shape, scale, adaptive=adaptive, refine=refine, max_memory=max_memory, tile=tile,
              out_dtype=out_dtype, device=lr.device)
+    if lr.device.type == "cpu" and (p.tiles > 1 or max_memory is not None):
+        memory.return_freed_memory()  # so that the process's resident memory is what was planned
     B = lr.shape[0]
     dtype = next(model.parameters()).dtype
     sr = torch.empty(B, 3, p.H, p.W, dtype=out_dtype or dtype, device=lr.device)
