@@ -316,6 +316,8 @@ def test_bad_arguments_are_named(kwargs, match):
         tiling.upscale(m, lr[0], 4)
     with pytest.raises(TypeError, match="pcsr.PCSR"):
         tiling.upscale(nn.Identity(), lr, 4)
+    with pytest.raises(ValueError, match=r"training mode: call model.eval\(\)"):
+        tiling.upscale(pcsr.load("carn").train(), lr, 4)
 
 
 def test_a_backbone_without_a_graph_runs_whole_but_is_never_tiled(monkeypatch):

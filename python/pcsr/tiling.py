@@ -4,7 +4,7 @@
     sr, classes = tiling.upscale(model, lr, 4)                 # tiles only when needed
     sr, classes = tiling.upscale(model, lr, 4, max_memory=2 << 30, out_dtype=torch.uint8)
 
-Why the tiles are exact (tiled output equals whole-image output to float rounding):
+What makes a tile reproduce the whole image:
 
 * **Features.** Each tile's backbone input is cut from the image with a halo as wide as
   the backbone's receptive field (:mod:`pcsr.footprint`), so every feature the tile uses
@@ -30,11 +30,21 @@ backbone activations and op buffers, the ADM map) before anything is allocated; 
 automatic plan is the whole image when it fits ``max_memory`` and otherwise the largest
 square tiles that do. Classes are returned as uint8 (``M <= 256``: one byte per HR pixel
 instead of eight), and ``out_dtype=torch.uint8`` quantises the image tile by tile, as an
-8-bit file needs it, so a 15360x8640 result takes 0.53 GB instead of 2.65 GB.
+8-bit file needs it, so a 15360x8640 result takes 0.53 GB instead of 2.65 GB. When a
+budget binds on CPU, glibc is told to return freed blocks to the system
+(:func:`pcsr.memory.return_freed_memory`), so the resident memory is what was planned.
 
-Floating point: tiles compute their coordinate tables on their own sizes, so relative
-coordinates differ from the whole image's by float32 rounding (about ``n * 1e-7`` for an
-axis of ``n`` LR pixels), and convolutions on different sizes may sum in another order.
+How close: features, indices and ownership are the whole image's exactly; what differs
+is rounding. The ops build their relative-coordinate tables in float32 from the sizes they
+are given, ``(c - q) * n`` with ``c`` and ``q`` on [-1, 1], so the whole image's tables
+carry an error of about ``n * 6e-8`` for an axis of ``n`` LR pixels and a tile's carry a
+smaller one. On small images that is below 1e-5 (the tests); on the demo image (420 LR
+columns) it reaches 3e-5 to 1.6e-4 in the output and flips the class of 1 in 10^5 pixels
+whose decision margin is below 1e-4 (``benchmarks/tiling_exactness.py``). With tables
+rounded once from their exact values (a patch of the reference backend), tiles agree to
+the convolutions' rounding (5e-7); that would need the geometry of every backend changed.
+ADM's Lloyd steps can amplify last-bit differences of the heavy mass into a cut that
+moves by ~1e-6, so a few pixels that close to the cut may change class.
 """
 from __future__ import annotations
 
@@ -105,6 +115,9 @@ def _check_args(model, lr, scale, k, max_memory, tile, out_dtype):
             raise ValueError(f"tile must be a positive int or (rows, cols) of LR pixels, got {tile!r}")
     if out_dtype is not None and not (out_dtype.is_floating_point or out_dtype == torch.uint8):
         raise ValueError(f"out_dtype must be a floating dtype or torch.uint8, got {out_dtype}")
+    if model.training:
+        raise ValueError("model is in training mode: call model.eval() first (BatchNorm would normalise "
+                         "each tile with its own statistics)")
     if model.num_branches > 256:
         raise ValueError(f"classes are returned as uint8: at most 256 branches, the model has {model.num_branches}")
 
