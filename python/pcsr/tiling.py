@@ -208,9 +208,9 @@ def _estimate(model, ys, xs, B, H, W, T, out_T, backend, device, adaptive, refin
         p2 = (memory.op_bytes("upsample", backend, hd, 1, ch, cw, Hc, Wc, T) + Hc * Wc * 8
               + (memory.op_bytes("refine", backend, hd, 1, ch, cw, Hc, Wc, T) - memory.OP_SLACK if refine else 0))
         tile = x_halo + max(backbone, feat + lr_crop + max(p1, p2) + write)
-        heavy_map = N * T
+        heavy_map = N * T  # alive through pass 1 and the clustering
         adm = N * hd.M * T + memory.op_bytes("route", backend, hd, 1, 1, 1, H, W, T, adaptive=True)
-        total = outputs + max(heavy_map + tile, adm)
+        total = outputs + heavy_map + max(tile, adm)
         parts = {"outputs": outputs, "largest tile": tile, "ADM over the image": adm}
     if device.type == "cuda":
         total = int(total * memory.CUDA_SLACK)
