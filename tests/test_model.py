@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pcsr import flops
+from pcsr.memory import TooLargeError
 from pcsr.model import PCSR, SRModel
 from pcsr_kernels.geometry import liif_coord
 
@@ -75,16 +76,32 @@ def test_scales_and_out_size():
         m(lr[:, :, :0], scale=2)
 
 
-def test_tiles_cover_the_image_and_agree_inside():
+def test_forward_tiled_equals_the_whole_image_and_keeps_its_old_conventions():
+    """forward_tiled is tiling.upscale under the old calling convention (progress(n) per
+    tile, int64 classes, stride/batch accepted); tiles.py tests exactness in depth."""
     m = _model(M=2)
     lr = torch.rand(1, 3, 40, 37)
-    whole, _ = m(lr, scale=2, refine=False)
-    tiled, classes = m.forward_tiled(lr, 2, refine=False, tile=16, stride=12)
-    assert tiled.shape == whole.shape and classes.shape == (1, 80, 74)
-    # FSRCNN here has a 5x5 + 3x3 receptive field: away from tile borders features agree.
-    torch.testing.assert_close(tiled[..., 8:24, 8:24], whole[..., 8:24, 8:24], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="integer scale"):
-        m.forward_tiled(lr, 2.5)
+    whole, whole_cls = m(lr, scale=2)
+    ticks = []
+    tiled, classes = m.forward_tiled(lr, 2, tile=16, stride=12, batch=4, progress=ticks.append)
+    assert classes.dtype == torch.int64 and classes.shape == (1, 80, 74)
+    assert ticks == [1] * 9  # 3 x 3 tiles of 16 LR pixels (the last ones smaller)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
+    assert torch.equal(classes, whole_cls)
+
+
+def test_forward_refuses_what_cannot_fit_before_allocating():
+    """A 30000x30000 input (a stride-0 view: no memory behind it) needs hundreds of GB at
+    x4; forward must say so with the bytes, not start allocating."""
+    m = _model(M=2)
+    huge = torch.zeros(1, 3, 1, 1).expand(1, 3, 30000, 30000)
+    with pytest.raises(TooLargeError, match=r"1x3x30000x30000 -> 120000x120000 .* needs about [\d.]+ [GT]B .*bytes"):
+        m(huge, scale=4)
+    lr = torch.rand(1, 3, 20, 20)
+    with pytest.raises(TooLargeError, match=r"more than|available"):
+        m(lr, scale=4, max_memory=1 << 20)
+    sr, _ = m(lr, scale=4, max_memory=1 << 30)
+    assert sr.shape == (1, 3, 80, 80)
 
 
 def test_flops_count_every_branch_on_its_pixels():

@@ -43,6 +43,32 @@ def _finite(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def _bytes(text: str) -> int:
+    """argparse type: a byte count such as 4G, 512M, 1.5G or 1000000 (binary units)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    try:
+        v = float(t[: len(t) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G or 512M, got {text!r}") from None
+    if not math.isfinite(v) or v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return int(v)
+
+
 def _version() -> str:
     import platform
 
@@ -93,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (see `pcsr models`) or checkpoint path (default {DEFAULT_MODEL})")
     up.add_argument("--scale", type=_finite, default=4.0, help="upscaling factor in (1/32, 64] (default 4)")
     _add_routing(up)
-    up.add_argument("--tile", action="store_true", help="overlapping-tile inference (32x32 LR tiles, stride 28) for huge images; integer --scale")
+    up.add_argument("--tile", type=_positive_int, nargs="?", const=128, default=None, metavar="N",
+                    help="run in tiles owning N x N LR pixels each (default N = 128); the output equals the "
+                         "whole-image one. Without --tile, images run in tiles only when they would not fit "
+                         "in --max-memory. Integer --scale")
+    up.add_argument("--max-memory", type=_bytes, default=None, metavar="BYTES",
+                    help="memory one image may take, e.g. 4G or 512M (default: half the available memory); "
+                         "larger images run in tiles, and an image whose output alone cannot fit is refused")
     up.add_argument("--save-classes", metavar="PATH", help="also write a picture of the routing (one input: a file; several: a folder)")
     exist = up.add_mutually_exclusive_group()
     exist.add_argument("--overwrite", action="store_true", help="replace outputs that exist")

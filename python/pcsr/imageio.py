@@ -442,7 +442,7 @@ def write_classes(path: str | os.PathLike, classes: torch.Tensor, num_branches: 
             t = (j - heavy) / max(1, M - heavy - 1) if M - heavy > 1 else 0.0
             colours.append((0.0, 1.0 - 0.4 * t, 0.4 * t))
     lut = torch.tensor(colours, dtype=torch.float32)  # [M, 3]
-    vis = lut[classes.cpu()].permute(2, 0, 1)  # [3, H, W]
+    vis = lut[classes.cpu().long()].permute(2, 0, 1)  # [3, H, W]; long: a uint8 index would be a mask
     if image is not None:
         vis = 0.35 * vis + 0.65 * image.detach().float().cpu().clamp(0, 1)
     write_image(path, vis, overwrite=overwrite)

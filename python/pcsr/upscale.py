@@ -65,23 +65,12 @@ def _probe(jobs, args) -> None:
 
 def _infer(model, lr, args, progress=None):
     """The one place where ``pcsr upscale`` runs the model: ``(sr [1,3,H,W], classes [1,H,W])``.
-    ``progress(done, total)`` is called per tile when the image runs in tiles."""
-    kw = dict(k=args.k, adaptive=args.adaptive, refine=not args.no_refine)
-    if args.tile:
-        from .model import TILE, TILE_STRIDE, _tile_starts
+    The whole image when it fits in ``--max-memory``, else exact tiles (:mod:`pcsr.tiling`);
+    ``progress(done, total)`` is called per tile."""
+    from . import tiling
 
-        h, w = lr.shape[-2:]
-        total = len(_tile_starts(h, TILE, TILE_STRIDE)) * len(_tile_starts(w, TILE, TILE_STRIDE))
-        done = 0
-
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
-        return model.forward_tiled(lr, int(args.scale), progress=step, **kw)
-    return model(lr, scale=args.scale, **kw)
+    return tiling.upscale(model, lr, args.scale, k=args.k, adaptive=args.adaptive, refine=not args.no_refine,
+                          max_memory=args.max_memory, tile=args.tile, progress=progress)
 
 
 class _TileBar:
