@@ -16,7 +16,9 @@ or Ctrl-C leaves nothing behind), the class map committed before the video.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import heapq
 import queue
 import sys
 import threading
@@ -31,6 +33,7 @@ BATCH_PIXELS = {"cpu": 1 << 22, "cuda": 1 << 25}
 MAX_BATCH = 8
 _QUEUE = 2
 _POLL = 0.1  # seconds a blocked thread waits before it looks whether the run was stopped
+_REORDER = 16  # frames a timestamp may be out of place (H.264 and HEVC reorder at most 16)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,23 +99,32 @@ def check_job(job, args) -> None:
     """Everything about one video that can be known before the model is loaded: the file
     opens and has a decodable video stream, the output size, and the encoder and muxer
     accept what will be written (opened in memory). Raises :class:`VideoError`."""
-    from .videoio import VideoReader, check_encodable, check_output_suffix, encoding_from_args, plan_audio
+    from .videoio import VideoReader
 
     with VideoReader(job.src) as r:
-        info = r.info
-        W, H = _output_size(info, args.scale)
-        if round(min(info.width, info.height) * args.scale) < 1:
-            raise VideoError(f"{job.src} ({info.width}x{info.height}) at --scale {args.scale:g} would be {W}x{H} "
-                             "pixels; the output must be at least 1 pixel per side")
-        for target, audio in ((job.dst, True), (job.classes, False)):
-            if target is None:
-                continue
-            container = check_output_suffix(target)
-            enc = encoding_from_args(args, container)
-            try:
-                check_encodable(info, (W, H), enc, container, plan_audio(info, container, enc.audio and audio))
-            except VideoError as e:
-                raise VideoError(f"{job.src} -> {target}: {e}") from None
+        _plan(job, args, r.info)
+
+
+def _plan(job, args, info):
+    """``(W, H)`` and, per target (video, class map), ``(container, encoding, pix_fmt, audio plans)``."""
+    from .videoio import check_output_suffix, encoding_from_args, plan_output
+
+    W, H = _output_size(info, args.scale)
+    if round(min(info.width, info.height) * args.scale) < 1:
+        raise VideoError(f"{job.src} ({info.width}x{info.height}) at --scale {args.scale:g} would be {W}x{H} "
+                         "pixels; the output must be at least 1 pixel per side")
+    outputs = []
+    for target, audio in ((job.dst, True), (job.classes, False)):
+        if target is None:
+            continue
+        container = check_output_suffix(target)
+        enc = encoding_from_args(args, container)
+        try:
+            pix_fmt, plans = plan_output(info, (W, H), enc, container, enc.audio and audio)
+        except VideoError as e:
+            raise VideoError(f"{job.src} -> {target}: {e}") from None
+        outputs.append((container, enc, pix_fmt, plans))
+    return (W, H), outputs
 
 
 def default_batch(device, W: int, H: int) -> int:
@@ -175,11 +187,32 @@ def _read(pipe: _Pipe, reader, batch: int, audio: bool, q: queue.Queue) -> None:
     info, src = reader.info, reader.path
     tb = info.time_base
     step = max(1, round(1 / (info.rate * tb))) if info.rate else 1
+    # Frames leave the decoder in display order, but some containers (AVI with B-frames)
+    # give them their timestamps in decoding order: each frame takes the smallest
+    # timestamp among the next few, which changes nothing where they already increase.
+    pending: collections.deque = collections.deque()
+    stamps: list[int] = []
     arrays, times = [], []
     last, count, rotation = None, 0, None
+
+    def release() -> None:
+        nonlocal last, arrays, times
+        arr, dur = pending.popleft()
+        pts = heapq.heappop(stamps) if stamps else None
+        # a frame without a timestamp, or a repeated one, follows the last frame: encoders
+        # refuse timestamps that do not increase
+        if pts is None or (last is not None and pts <= last):
+            pts = 0 if last is None else last + step
+        last = pts
+        arrays.append(arr)
+        times.append((pts, dur))
+        if len(arrays) == batch:
+            pipe.put(q, ("video", arrays, times, rotation))
+            arrays, times = [], []
+
     try:
         for packet in reader.packets(audio):
-            if packet.stream is not reader.stream:
+            if packet.stream.index != reader.stream.index:
                 pipe.put(q, ("audio", packet))
                 continue
             for frame in packet.decode():
@@ -188,18 +221,14 @@ def _read(pipe: _Pipe, reader, batch: int, audio: bool, q: queue.Queue) -> None:
                                      f"at {info.width}x{info.height}; size changes within a video are not supported")
                 if rotation is None:
                     rotation = int(round(frame.rotation or 0))
-                pts = frame.pts
-                # a frame without a timestamp, or one that goes back, follows the last one:
-                # encoders refuse timestamps that do not increase
-                if pts is None or (last is not None and pts <= last):
-                    pts = 0 if last is None else last + step
-                last = pts
-                arrays.append(reader.to_array(frame))
-                times.append((pts, frame.duration or 0))
+                if frame.pts is not None:
+                    heapq.heappush(stamps, frame.pts)
+                pending.append((reader.to_array(frame), frame.duration or 0))
                 count += 1
-                if len(arrays) == batch:
-                    pipe.put(q, ("video", arrays, times, rotation))
-                    arrays, times = [], []
+                if len(pending) > _REORDER:
+                    release()
+        while pending:
+            release()
         if arrays:
             pipe.put(q, ("video", arrays, times, rotation))
         pipe.put(q, _END)
@@ -276,30 +305,23 @@ def run_video(model, job, args, device, bars: bool):
     from tqdm import tqdm
 
     from .atomic import atomic_path
-    from .imageio import classes_picture
     from .upscale import Result
-    from .videoio import (VideoReader, VideoWriter, bits, check_output_suffix, encoding_from_args,
-                          plan_audio)
+    from .videoio import VideoReader, VideoWriter, bits, require_av
+
+    av = require_av()
 
     t0 = time.perf_counter()
     reader = VideoReader(job.src)
     try:
         info = reader.info
-        W, H = _output_size(info, args.scale)
-        container = check_output_suffix(job.dst)
-        enc = encoding_from_args(args, container)
-        audio = plan_audio(info, container, enc.audio)
-        notes = [n for n in (a.note(container) for a in audio) if n]
+        (W, H), outputs = _plan(job, args, info)
+        container, enc, _, audio = outputs[0]
+        notes = [n for n in (a.note() for a in audio) if n]
         notes += [f"{s} left out" for s in info.others]
-        if job.classes is not None:
-            cls_container = check_output_suffix(job.classes)
-            cls_enc = encoding_from_args(args, cls_container)
         for n in notes:
             tqdm.write(f"pcsr upscale: {job.src}: {n}", file=sys.stderr)
         batch = args.batch or default_batch(device, W, H)
-        depth = [8 if bits(enc.pixel_format(info.pix_fmt)) <= 8 else 16]
-        if job.classes is not None:
-            depth.append(8 if bits(cls_enc.pixel_format(info.pix_fmt)) <= 8 else 16)
+        depth = [8 if bits(p) <= 8 else 16 for _, _, p, _ in outputs]
         metadata = {k: v for k, v in reader.container.metadata.items()
                     if k not in ("major_brand", "minor_version", "compatible_brands", "encoder")}
 
@@ -312,14 +334,19 @@ def run_video(model, job, args, device, bars: bool):
             def open_writers(rotation: int):
                 ws = [VideoWriter(tmp, container, (W, H), info, enc, audio, rotation, metadata)]
                 if cls_tmp is not None:
-                    ws.append(VideoWriter(cls_tmp, cls_container, (W, H), info, cls_enc, [], rotation))
+                    ws.append(VideoWriter(cls_tmp, outputs[1][0], (W, H), info, outputs[1][1], [], rotation))
                 return ws
 
             bar = tqdm(total=info.frames, unit="frame", desc=job.src.name, leave=False, file=sys.stderr,
                        disable=not bars)
             try:
-                frames, heavy = _pipeline(model, reader, open_writers, args, device, batch, enc.audio and bool(audio),
-                                          depth, job.classes is not None, bar)
+                frames, heavy = _pipeline(model, reader, open_writers, args, device, batch, bool(audio), depth,
+                                          job.classes is not None, bar)
+            except av.FFmpegError as e:  # from the encoders or the muxer: name the target, not the temporary file
+                msg = str(e).replace(tmp, str(job.dst))
+                if cls_tmp is not None:
+                    msg = msg.replace(cls_tmp, str(job.classes))
+                raise VideoError(f"encoding or writing the output failed: {msg}") from None
             finally:
                 bar.close()
             if frames == 0:

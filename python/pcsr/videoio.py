@@ -77,6 +77,7 @@ PRESETS = {
 }
 _AUDIO_REENCODE = {"webm": ("libopus", 160_000)}  # others: AAC
 _AUDIO_DEFAULT = ("aac", 192_000)
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 class VideoError(ValueError):
@@ -371,16 +372,22 @@ class AudioPlan:
     copy: bool  # packets copied as they are; else decoded and re-encoded
     encoder: str | None = None
     bit_rate: int | None = None
+    reason: str = ""  # why it is re-encoded
 
-    def note(self, container: str) -> str | None:
+    def note(self) -> str | None:
         if self.copy:
             return None
-        name = self.stream.codec_context.name
-        return (f"audio stream #{self.stream.index} ({name}) re-encoded to {self.encoder} at "
-                f"{self.bit_rate // 1000} kbit/s: the {container} container cannot hold {name}")
+        return (f"audio stream #{self.stream.index} ({self.stream.codec_context.name}) re-encoded to "
+                f"{self.encoder} at {self.bit_rate // 1000} kbit/s: {self.reason}")
+
+
+def _reencode(stream, container: str, reason: str) -> AudioPlan:
+    enc, rate = _AUDIO_REENCODE.get(container, _AUDIO_DEFAULT)
+    return AudioPlan(stream, False, enc, rate, reason)
 
 
 def plan_audio(info: VideoInfo, container: str, wanted: bool) -> list[AudioPlan]:
+    """Copy each audio stream whose codec the container lists, re-encode the others."""
     if not wanted:
         return []
     av = require_av()
@@ -391,8 +398,7 @@ def plan_audio(info: VideoInfo, container: str, wanted: bool) -> list[AudioPlan]
         if name and name in supported:
             plans.append(AudioPlan(a, True))
         else:
-            enc, rate = _AUDIO_REENCODE.get(container, _AUDIO_DEFAULT)
-            plans.append(AudioPlan(a, False, enc, rate))
+            plans.append(_reencode(a, container, f"the {container} container cannot hold {name}"))
     return plans
 
 
@@ -446,13 +452,18 @@ class VideoWriter:
         self.out.metadata.update(metadata)
         self.audio = {}
         for plan in audio:
+            a = plan.stream.codec_context
+            # A layout of unknown channel order ("2 channels", as AVI and WAV say) is taken in
+            # the usual order, as FFmpeg does: MP4 refuses to store an unordered one.
+            layout = _LAYOUTS.get(a.layout.nb_channels, a.layout.name) if a.layout.name.endswith("channels") \
+                else a.layout.name
             if plan.copy:
                 o = self.out.add_stream_from_template(plan.stream)
+                o.codec_context.layout = layout
             else:
-                a = plan.stream.codec_context
-                rate = a.sample_rate if plan.encoder != "libopus" else 48000
+                rate = a.sample_rate if plan.encoder != "libopus" else 48000  # Opus runs at 48 kHz
                 o = self.out.add_stream(plan.encoder, rate=rate)
-                o.layout = a.layout.name
+                o.layout = layout
                 o.codec_context.bit_rate = plan.bit_rate
             o.metadata.update(plan.stream.metadata)
             self.audio[plan.stream.index] = (plan, o)
@@ -508,10 +519,12 @@ class VideoWriter:
             pass
 
 
-def check_encodable(info: VideoInfo, size: tuple[int, int], enc: Encoding, container: str,
-                    audio: list[AudioPlan]) -> str:
-    """Open the encoder and the muxer as the run will, in memory, before any work: an
-    encoder or muxer that would refuse fails here. Returns the pixel format."""
+def plan_output(info: VideoInfo, size: tuple[int, int], enc: Encoding, container: str,
+                audio: bool) -> tuple[str, list[AudioPlan]]:
+    """The pixel format and the audio plan of an output, proven by opening the encoders and
+    the muxer as the run will, in memory, and closing the file (MP4 checks its audio tracks
+    only then): what would fail late fails here, before any work. An audio copy the muxer
+    refuses becomes a re-encode. Raises :class:`VideoError`."""
     pix_fmt = enc.pixel_format(info.pix_fmt)
     sx, sy = subsampling(pix_fmt)
     W, H = size
@@ -520,6 +533,27 @@ def check_encodable(info: VideoInfo, size: tuple[int, int], enc: Encoding, conta
             (sx, sy), f"a width divisible by {sx} and a height by {sy}")
         raise VideoError(f"the output would be {W}x{H}, and {pix_fmt} (chroma at 1/{sx} x 1/{sy} resolution) needs "
                          f"{need}: choose a --scale that gives them, or --pix-fmt yuv444p")
+    plans = plan_audio(info, container, audio)
+    _dry_run(info, size, enc, container, [])  # the video alone: its errors are about the video
+    if plans:
+        try:
+            _dry_run(info, size, enc, container, plans)
+        except VideoError:
+            for i, p in enumerate(plans):
+                if p.copy:
+                    try:
+                        _dry_run(info, size, enc, container, [p])
+                    except VideoError as e:
+                        plans[i] = _reencode(p.stream, container, f"the {container} muxer refused a copy "
+                                                                  f"({str(e).split(': ', 1)[-1]})")
+            _dry_run(info, size, enc, container, plans)
+    return pix_fmt, plans
+
+
+def _dry_run(info, size, enc, container, audio) -> None:
+    av = require_av()
     writer = VideoWriter(io.BytesIO(), container, size, info, enc, audio)
-    writer.abort()
-    return pix_fmt
+    try:
+        writer.out.close()
+    except (av.FFmpegError, ValueError) as e:
+        raise VideoError(f"{enc.encoder} in {container}: the muxer refused it ({_ffmpeg_text(e)})") from None
