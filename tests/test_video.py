@@ -180,15 +180,32 @@ def test_ten_bits_stay_ten_bits(tmp_path, tiny_model):
 
 # --- what a video carries besides its frames ---------------------------------------------------
 
-def test_rotation_and_timestamps_kept(tmp_path, tiny_model):
+def test_rotation_and_variable_frame_times_kept(tmp_path, tiny_model):
     """(In tiles: the batch of frames goes through the tiled path as a batch.)"""
     src = tmp_path / "r.mp4"
-    make_clip(src, (48, 32), frames=4, rotation=90)
+    make_clip(src, (48, 32), rotation=90, pts=[0, 1, 3, 4, 8, 9])
     assert main(["upscale", str(src), "-o", str(tmp_path / "o.mov"), "--model", tiny_model, "--scale", "2",
                  "--tile"]) == 0
     got, want = _streams(tmp_path / "o.mov"), _streams(src)
     assert want["rotation"] == got["rotation"] == 90
-    assert got["size"] == (96, 64) and got["times"] == want["times"]
+    assert got["size"] == (96, 64)
+    assert want["times"] == [Fraction(t, 25) for t in (0, 1, 3, 4, 8, 9)] and got["times"] == want["times"]
+
+
+@pytest.mark.parametrize("matrix, full", [(1, True), (5, False), (None, False)])
+def test_colour_matrix_and_range_read_and_kept(tmp_path, tiny_model, matrix, full):
+    """Frames are read with the matrix and range the stream declares (an untagged one as
+    BT.601 below 720 lines), and the output is tagged with what was used."""
+    src = tmp_path / "c.mp4"
+    drawn = make_clip(src, (64, 48), frames=2, matrix=matrix, full_range=full, pix_fmt="yuv444p",
+                      options={"crf": "0"})
+    read = read_video_frames(src)
+    assert _psnr(read[0], drawn[0]) > 45  # 8-bit YUV rounding only: the right matrix and range
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.mp4"), "--model", tiny_model]) == 0
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        assert (int(cc.colorspace), int(cc.color_range)) == (matrix or 5, 2 if full else 1)
+        assert cc.pix_fmt.replace("yuvj", "yuv") == "yuv444p"  # decoders call full-range 4:4:4 yuvj444p
 
 
 def test_audio_copied_or_reencoded_and_said(tmp_path, tiny_model, capsys):

@@ -28,19 +28,26 @@ def pattern(i: int, w: int, h: int, fps: float) -> np.ndarray:
 
 
 def make_clip(path, size=(320, 180), frames=None, seconds=2.0, fps=25, codec="libx264", pix_fmt="yuv420p",
-              audio="aac", sample_rate=48000, rotation=0, options=None, container=None):
-    """Write a clip; returns the frames written as ``[h, w, 3]`` uint8 (before encoding)."""
+              audio="aac", sample_rate=48000, rotation=0, options=None, container=None, matrix=None,
+              full_range=False, pts=None):
+    """Write a clip; returns the frames written as ``[h, w, 3]`` uint8 (before encoding).
+    ``matrix`` (1 = BT.709, 5 = BT.601) and ``full_range`` convert and tag the colours
+    (untagged by default); ``pts`` gives each frame's timestamp in 1/fps units (a variable
+    frame rate), else frame i is at i."""
     import av
 
     w, h = size
     rate = Fraction(fps).limit_denominator(1001)
-    n = frames if frames is not None else round(seconds * rate)
+    n = len(pts) if pts is not None else frames if frames is not None else round(seconds * rate)
     written = []
     with av.open(str(path), "w", format=container) as out:
         v = out.add_stream(codec, rate=rate, options=dict(options or {}))
         v.width, v.height, v.pix_fmt = w, h, pix_fmt
         if rotation:
             v.set_display_rotation(rotation)
+        if matrix is not None:
+            v.codec_context.colorspace = matrix
+            v.codec_context.color_range = 2 if full_range else 1
         a = None
         if audio:
             a = out.add_stream(audio, rate=sample_rate)
@@ -49,13 +56,15 @@ def make_clip(path, size=(320, 180), frames=None, seconds=2.0, fps=25, codec="li
             img = pattern(i, w, h, float(rate))
             written.append(img)
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
+            if matrix is not None:
+                f = f.reformat(format=pix_fmt, dst_colorspace=matrix, dst_color_range=2 if full_range else 1)
+            f.pts = i if pts is None else pts[i]
             for p in v.encode(f):
                 out.mux(p)
         for p in v.encode():
             out.mux(p)
         if a is not None:
-            total = round(n / rate * sample_rate)
+            total = round((n if pts is None else pts[-1] + 1) / rate * sample_rate)
             fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
             for s in range(0, total, 1024):
                 k = np.arange(s, min(total, s + 1024))
