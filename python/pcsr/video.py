@@ -318,6 +318,8 @@ def run_video(model, job, args, device, bars: bool):
         container, enc, _, audio = outputs[0]
         notes = [n for n in (a.note() for a in audio) if n]
         notes += [f"{s} left out" for s in info.others]
+        if info.alpha:
+            notes.append(f"the alpha channel of {info.pix_fmt} left out (the frames are upscaled as RGB)")
         for n in notes:
             tqdm.write(f"pcsr upscale: {job.src}: {n}", file=sys.stderr)
         batch = args.batch or default_batch(device, W, H)

@@ -56,15 +56,17 @@ class Quality:
 # "visually lossless" point; x265 and SVT-AV1 reach similar quality at about 20 and 30.
 QUALITY = {
     "libx264": Quality("crf", 0, 51, 18),
-    "libx265": Quality("crf", 0, 51, 20, (("x265-params", "log-level=error"),)),
+    "libx265": Quality("crf", 0, 51, 20),
     "libvpx-vp9": Quality("crf", 0, 63, 30, (("b", "0"),)),  # b=0: pure constant quality
     "libsvtav1": Quality("crf", 1, 63, 30),
     "h264_nvenc": Quality("cq", 0, 51, 20, (("rc", "vbr"), ("b", "0"))),
     "hevc_nvenc": Quality("cq", 0, 51, 22, (("rc", "vbr"), ("b", "0"))),
     "av1_nvenc": Quality("cq", 0, 63, 30, (("rc", "vbr"), ("b", "0"))),
 }
+# encoder options always given: x265 prints its settings to stderr otherwise
+QUIET = {"libx265": {"x265-params": "log-level=error"}}
 # lossless encoders, and the format that stores the model's RGB output exactly
-LOSSLESS_RGB = {"ffv1": "bgr0", "utvideo": "gbrp", "png": "rgb24", "libx264rgb": "rgb24"}
+LOSSLESS_RGB = {"ffv1": "bgr0", "utvideo": "gbrp", "png": "rgb24"}
 PRESETS = {
     "libx264": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo"),
@@ -132,7 +134,7 @@ class Encoding:
 
     def options(self) -> dict[str, str]:
         q = QUALITY.get(self.encoder)
-        opts: dict[str, str] = {}
+        opts: dict[str, str] = dict(QUIET.get(self.encoder, {}))
         if self.bitrate is None and q is not None:
             opts.update(q.extra)
             opts[q.option] = str(q.default if self.crf is None else self.crf)
@@ -267,6 +269,10 @@ class VideoInfo:
     @property
     def bits(self) -> int:
         return bits(self.pix_fmt)
+
+    @property
+    def alpha(self) -> bool:
+        return _has_alpha(require_av().VideoFormat(self.pix_fmt))
 
 
 # AVColorSpace values swscale has coefficients for
