@@ -167,7 +167,7 @@ def parse_bitrate(text: str) -> int:
     try:
         value = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
-        raise VideoError(f"--bitrate {text!r}: expected a number of bits per second such as 8M, 2500k or 6000000") from None
+        raise VideoError(f"--bitrate {text!r}: expected bits per second, such as 8M, 2500k or 6000000") from None
     if not (1000 <= value < 1e12):
         raise VideoError(f"--bitrate {text}: must be at least 1k bit/s")
     return int(value)
@@ -211,7 +211,8 @@ def encoding_from_args(args, container: str) -> Encoding:
     if args.preset is not None:
         known = PRESETS.get(encoder)
         if known is None:
-            raise VideoError(f"--preset: {encoder} has no preset here (presets: {', '.join(sorted(PRESETS))})")
+            raise VideoError(f"--preset: {encoder} has no preset here "
+                             f"(encoders with presets: {', '.join(sorted(PRESETS))})")
         if args.preset not in known:
             raise VideoError(f"--preset {args.preset}: {encoder} takes {', '.join(known)}")
         enc.preset = args.preset
@@ -323,7 +324,7 @@ class VideoReader:
         rate = s.average_rate or s.guessed_rate or s.base_rate
         frames = s.frames or None
         if frames is None and rate:
-            dur = (s.duration * s.time_base) if s.duration else (Fraction(c.duration, 1_000_000) if c.duration else None)
+            dur = s.duration * s.time_base if s.duration else Fraction(c.duration, 1_000_000) if c.duration else None
             frames = round(dur * rate) if dur else None
         audio = [a for a in c.streams.audio]
         others = [f"{t.type} stream #{t.index} ({t.codec_context.name if t.codec_context else 'unknown'})"
