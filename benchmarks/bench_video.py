@@ -58,8 +58,11 @@ def main() -> None:
         batch = a.batch or video.default_batch(device, W, H)
 
         model = pcsr.load(a.model, device)
-        args = argparse.Namespace(k=0.0, adaptive=False, no_refine=False, tile=False, scale=a.scale,
-                                  codec=a.codec, crf=None, bitrate=None, preset=None, pix_fmt=None, no_audio=True)
+        from pcsr.cli import build_parser
+
+        # the command's own defaults for every option the model call reads
+        args = build_parser().parse_args(["upscale", str(src), "-o", "unused.mp4", "--scale", str(a.scale),
+                                          "--codec", a.codec, "--no-audio"])
         video.upscale_frames(model, video._to_tensor(frames[:batch], device), args)  # warm-up
         outs = []
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -251,6 +251,18 @@ def test_images_and_videos_in_one_call(tmp_path, tiny_model):
     assert _streams(out / "clip.mov")["size"] == (128, 96)
 
 
+def test_class_picture_takes_any_integer_classes():
+    """Tiled runs return uint8 classes: indexing the colour table with them must not turn
+    into a boolean mask."""
+    from pcsr.imageio import classes_picture
+
+    c = torch.tensor([[[0, 1, 2], [2, 1, 0]]])  # [1, 2, 3], M = 3
+    sr = torch.rand(1, 3, 2, 3)
+    a, b = classes_picture(c, 3, sr), classes_picture(c.to(torch.uint8), 3, sr)
+    assert a.shape == (1, 3, 2, 3) and torch.equal(a, b)
+    assert not torch.equal(a[..., 0], a[..., 1])  # branches get different colours
+
+
 def test_folder_of_frames_runs_as_images_in_name_order(tmp_path, tiny_model, capsys):
     d = tmp_path / "frames"
     d.mkdir()

@@ -442,7 +442,7 @@ def classes_picture(classes: torch.Tensor, num_branches: int, image: torch.Tenso
             t = (j - heavy) / max(1, M - heavy - 1) if M - heavy > 1 else 0.0
             colours.append((0.0, 1.0 - 0.4 * t, 0.4 * t))
     lut = torch.tensor(colours, dtype=torch.float32, device=classes.device)  # [M, 3]
-    vis = lut[classes].movedim(-1, -3)  # [..., 3, H, W]
+    vis = lut[classes.long()].movedim(-1, -3)  # [..., 3, H, W]; long: a uint8 index would be a mask
     if image is not None:
         vis = 0.35 * vis + 0.65 * image.detach().float().to(vis.device).clamp(0, 1)
     return vis
