@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q setuptools wheel ninja numpy pillow safetensors tqdm pypng tifffile triton \
-    pytest pytest-benchmark hypothesis expecttest matplotlib scikit-image
+    pytest pytest-benchmark hypothesis expecttest matplotlib scikit-image av
 MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation -e .
 python -m pytest -q tests

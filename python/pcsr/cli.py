@@ -98,6 +98,13 @@ Outputs: one input and -o FILE: the extension chooses the format (.png, .jpg/.jp
 target that is a symlink or a device are always refused. Nothing is written when a run is
 refused.
 
+Videos (PyAV: pip install av) become videos: -o FILE.mp4|.mkv|.mov|.webm|.avi, or into a
+folder with their own container (.mkv where it cannot be written). Frames are upscaled in
+batches (--batch) and encoded with --codec/--crf/--preset/--pix-fmt; timestamps, colour
+tags and rotation are kept and the audio is copied (re-encoded, and said, when the
+container cannot hold it). --save-classes writes the routing as a video. Images and videos
+can be mixed in one call: each input gives a file of its own kind.
+
 Exit codes: 0 every image written (or skipped); 1 some images failed (each is reported, the
 others were written); 2 refused before anything ran (arguments, paths, unreadable inputs
 without --continue-on-error, model or backend unusable).
@@ -113,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="upscale images with a PCSR model", epilog=UPSCALE_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    up.add_argument("inputs", nargs="+", metavar="INPUT", help="images (PNG, JPEG, WebP, TIFF, BMP) or folders of them")
+    up.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="images (PNG, JPEG, WebP, TIFF, BMP), videos (MP4, MKV, MOV, WebM, AVI, ...) or folders of them")
     up.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output file (one input) or folder (several inputs, or a folder)")
     up.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (see `pcsr models`) or checkpoint path (default {DEFAULT_MODEL})")
@@ -132,13 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     exist.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists alone (resume a run)")
     up.add_argument("--suffix", default="", help="appended to the file names written into a folder, e.g. _x4 (for -o the input folder)")
     up.add_argument("--format", choices=["png", "jpg", "jpeg", "webp", "tif", "tiff"], default=None,
-                    help="format of the files written into a folder (default png)")
+                    help="format of the images written into a folder (default png; videos keep their container)")
     up.add_argument("--quality", type=int, default=None, metavar="Q", help="JPEG / WebP quality 1-100 (default 95)")
     up.add_argument("--continue-on-error", action=argparse.BooleanOptionalAction, default=None,
                     help="report a failed image and go on (default: on for folders and several inputs)")
     up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bars on stderr (default: when it is a terminal)")
     _add_device(up)
+    from .video import add_arguments as _add_video
+
+    _add_video(up)
     up.set_defaults(func=cmd_upscale)
 
     ev = sub.add_parser("eval", help="evaluate a model on HR images with the paper's protocol")

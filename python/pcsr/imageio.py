@@ -427,10 +427,10 @@ def _write_tiff16(tmp: str, arr: np.ndarray, icc: bytes | None) -> None:
 
 # --- the routing picture ------------------------------------------------------------------------
 
-def write_classes(path: str | os.PathLike, classes: torch.Tensor, num_branches: int, image: torch.Tensor | None = None,
-                  overwrite: bool = True) -> None:
-    """A picture of the routing: heavy branches red, light ones green (lighter = brighter),
-    blended over the output image when given (as the authors' demo colours it)."""
+def classes_picture(classes: torch.Tensor, num_branches: int, image: torch.Tensor | None = None) -> torch.Tensor:
+    """A picture of the routing, ``classes [..., H, W]`` -> ``[..., 3, H, W]`` float: heavy
+    branches red, light ones green (lighter = brighter), blended over the output image
+    ``[..., 3, H, W]`` when given (as the authors' demo colours it)."""
     M = num_branches
     heavy = (M + 1) // 2
     colours = []
@@ -441,8 +441,15 @@ def write_classes(path: str | os.PathLike, classes: torch.Tensor, num_branches: 
         else:
             t = (j - heavy) / max(1, M - heavy - 1) if M - heavy > 1 else 0.0
             colours.append((0.0, 1.0 - 0.4 * t, 0.4 * t))
-    lut = torch.tensor(colours, dtype=torch.float32)  # [M, 3]
-    vis = lut[classes.cpu().long()].permute(2, 0, 1)  # [3, H, W]; long: a uint8 index would be a mask
+    lut = torch.tensor(colours, dtype=torch.float32, device=classes.device)  # [M, 3]
+    vis = lut[classes.long()].movedim(-1, -3)  # [..., 3, H, W]; long: a uint8 index would be a mask
     if image is not None:
-        vis = 0.35 * vis + 0.65 * image.detach().float().cpu().clamp(0, 1)
+        vis = 0.35 * vis + 0.65 * image.detach().float().to(vis.device).clamp(0, 1)
+    return vis
+
+
+def write_classes(path: str | os.PathLike, classes: torch.Tensor, num_branches: int, image: torch.Tensor | None = None,
+                  overwrite: bool = True) -> None:
+    """:func:`classes_picture` of ``classes [H, W]`` written as an image."""
+    vis = classes_picture(classes.cpu(), num_branches, None if image is None else image.cpu())
     write_image(path, vis, overwrite=overwrite)

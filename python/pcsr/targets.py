@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .atomic import TargetError, check_target
 from .imageio import READ_SUFFIXES, WRITE_FORMATS, ImageError, output_format
+from .videoio import READ_SUFFIXES as VIDEO_SUFFIXES
+from .videoio import WRITE_CONTAINERS, VideoError, check_output_suffix, is_video, output_suffix
 
 DEFAULT_FORMAT = "png"
 _LIST = 8  # files named in one message, at most
@@ -47,8 +49,8 @@ def _names(paths, n: int = _LIST) -> str:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[bool]]:
-    """Files named and the images of folders named (sorted, hidden files left out), with
-    whether each came from a folder. The same file given twice counts once."""
+    """Files named and the images and videos of folders named (sorted by name, hidden files
+    left out), with whether each came from a folder. The same file given twice counts once."""
     files: list[Path] = []
     from_folder: list[bool] = []
     seen: set[str] = set()
@@ -56,9 +58,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[bool]]:
         p = Path(s)
         if p.is_dir():
             found = sorted(q for q in p.iterdir()
-                           if q.suffix.lower() in READ_SUFFIXES and not q.name.startswith(".") and q.is_file())
+                           if q.suffix.lower() in READ_SUFFIXES | VIDEO_SUFFIXES and not q.name.startswith(".")
+                           and q.is_file())
             if not found:
-                raise PlanError(f"{p}: folder holds no images ({', '.join(sorted(READ_SUFFIXES))})")
+                raise PlanError(f"{p}: folder holds no images ({', '.join(sorted(READ_SUFFIXES))}) "
+                                f"nor videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
             new = [(q, True) for q in found]
         elif p.is_file():
             new = [(p, False)]
@@ -99,8 +103,10 @@ class _Inputs:
 def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None, suffix: str = "",
               fmt: str | None = None, overwrite: bool = False, skip_existing: bool = False) -> Plan:
     """Decide every target of ``pcsr upscale INPUTS -o OUTPUT`` and refuse any that could
-    lose a file (see the module docstring). ``fmt``: the extension of outputs written into
-    a folder (default png); a file output's extension chooses its format."""
+    lose a file (see the module docstring). ``fmt``: the extension of images written into
+    a folder (default png); a file output's extension chooses its format. A video stays a
+    video: into a folder it keeps its container (:func:`pcsr.videoio.output_suffix`), and
+    its class map is a video too."""
     if overwrite and skip_existing:
         raise PlanError("--overwrite and --skip-existing exclude each other")
     if any(sep in suffix for sep in ("/", os.sep)) or suffix in (".", ".."):
@@ -121,22 +127,24 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
         if out.exists() and not out.is_dir():
             raise PlanError(f"-o {out}: with several inputs or a folder the output must be a folder, and this is a file")
         if not out.exists():
-            if out.suffix.lower() in WRITE_FORMATS:
+            if out.suffix.lower() in WRITE_FORMATS or out.suffix.lower() in WRITE_CONTAINERS:
                 raise PlanError(f"-o {out}: with several inputs or a folder the output must be a folder "
-                                f"(an existing one, or a new one without an image extension)")
+                                f"(an existing one, or a new one without an image or video extension)")
             if not out.parent.is_dir():
                 raise PlanError(f"-o {out}: folder {out.parent} does not exist")
             folders.append(out)
-        dsts = [out / f"{p.stem}{suffix}{ext}" for p in files]
+        dsts = [out / f"{p.stem}{suffix}{output_suffix(p) if is_video(p) else ext}" for p in files]
     else:
         if suffix:
             raise PlanError("--suffix names the files written into an output folder; -o names a file here")
-        try:
+        _check_kind("-o", out, files[0])
+        if is_video(files[0]):
+            if fmt is not None:
+                raise PlanError(f"--format {fmt}: the format of images written into a folder; -o {out} is a video")
+        else:
             out_fmt = output_format(out)
-        except ImageError as e:
-            raise PlanError(f"-o {e}") from None
-        if fmt is not None and WRITE_FORMATS.get(ext) != out_fmt:
-            raise PlanError(f"--format {fmt} disagrees with -o {out}: the file's extension chooses its format")
+            if fmt is not None and WRITE_FORMATS.get(ext) != out_fmt:
+                raise PlanError(f"--format {fmt} disagrees with -o {out}: the file's extension chooses its format")
         if not out.parent.is_dir():
             raise PlanError(f"-o {out}: folder {out.parent} does not exist")
         dsts = [out]
@@ -152,12 +160,9 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
                     raise PlanError(f"--save-classes {cs}: folder {cs.parent} does not exist")
                 if cs not in folders:
                     folders.append(cs)
-            cls_dsts = [cs / f"{p.stem}{suffix}_classes.png" for p in files]
+            cls_dsts = [cs / f"{p.stem}{suffix}_classes{output_suffix(p) if is_video(p) else '.png'}" for p in files]
         else:
-            try:
-                output_format(cs)
-            except ImageError as e:
-                raise PlanError(f"--save-classes {e}") from None
+            _check_kind("--save-classes", cs, files[0])
             if not cs.parent.is_dir():
                 raise PlanError(f"--save-classes {cs}: folder {cs.parent} does not exist")
             cls_dsts = [cs]
@@ -186,6 +191,21 @@ def plan_jobs(inputs: list[str], output: str, *, save_classes: str | None = None
         if d.is_dir() and not os.access(d, os.W_OK):
             raise PlanError(f"cannot write into {d}: folder is not writable")
     return Plan(jobs, batch, folders, notes)
+
+
+def _check_kind(flag: str, target: Path, src: Path) -> None:
+    """A file target has the extension of what ``src`` becomes: an image, or a video."""
+    video, ext = is_video(src), target.suffix.lower()
+    if video and ext in WRITE_FORMATS:
+        raise PlanError(f"{flag} {target}: {src} is a video, and a video is written as a video "
+                        f"({', '.join(sorted(WRITE_CONTAINERS))})")
+    if not video and ext in WRITE_CONTAINERS:
+        raise PlanError(f"{flag} {target}: {src} is an image, and this names a video; an image is written as "
+                        f"{', '.join(sorted(WRITE_FORMATS))}")
+    try:
+        check_output_suffix(target) if video else output_format(target)
+    except (ImageError, VideoError) as e:
+        raise PlanError(f"{flag} {e}") from None
 
 
 def _check_collisions(jobs: list[Job], inputs: list[Path], as_folder: bool) -> None:

@@ -28,6 +28,7 @@ class Result:
     heavy: float | None = None
     size: tuple[int, int] | None = None  # (W, H) written
     error: str | None = None
+    frames: int | None = None  # a video's
 
 
 def check_args(args) -> None:
@@ -45,9 +46,16 @@ def check_args(args) -> None:
 def _probe(jobs, args) -> None:
     """Header checks of every input still to run; a problem becomes the job's error."""
     from .imageio import ImageError, output_format, probe
+    from .video import VideoError, check_job, is_video
 
     for j in jobs:
         if j.skip:
+            continue
+        if is_video(j.src):
+            try:
+                check_job(j, args)
+            except VideoError as e:
+                j.error = str(e) if str(j.src) in str(e) else f"{j.src}: {e}"
             continue
         try:
             head = probe(j.src)
@@ -95,7 +103,10 @@ class _TileBar:
 
 def _run_one(model, job, args, device, bars: bool) -> Result:
     from .imageio import load_image, write_classes, write_image
+    from .video import is_video, run_video
 
+    if is_video(job.src):
+        return run_video(model, job, args, device, bars)
     t0 = time.perf_counter()
     img = load_image(job.src)
     lr = img.batch().to(device)
@@ -125,6 +136,8 @@ def run(args) -> int:
     from .imageio import output_format
     from .shard import Shard
     from .targets import PlanError, plan_jobs
+    from .video import check_args as check_video_args
+    from .video import is_video
 
     shard = Shard()
     try:
@@ -135,8 +148,10 @@ def run(args) -> int:
             check_args(args)
             plan = plan_jobs(args.inputs, args.output, save_classes=args.save_classes, suffix=args.suffix,
                              fmt=args.format, overwrite=args.overwrite, skip_existing=args.skip_existing)
-            if args.quality is not None and not any(output_format(j.dst) in ("JPEG", "WEBP") for j in plan.jobs):
+            if args.quality is not None and not any(output_format(j.dst) in ("JPEG", "WEBP")
+                                                    for j in plan.jobs if not is_video(j.src)):
                 raise UsageError("--quality applies to .jpg and .webp outputs")
+            check_video_args(args, plan.jobs)
             _probe(plan.jobs, args)
             keep_going = plan.batch if args.continue_on_error is None else args.continue_on_error
             refused = [j for j in plan.jobs if j.error]
@@ -198,7 +213,8 @@ def _run_share(jobs, folders, args, shard, keep_going: bool) -> list[Result]:
                 tqdm.write(f"pcsr upscale: {tag}error: {job.src}: {r.error}", file=sys.stderr)
             else:
                 W, H = r.size
-                tqdm.write(f"{tag}{job.src} -> {job.dst} ({W}x{H}, {100 * r.heavy:.1f}% heavy pixels, "
+                frames = f"{r.frames} frames at {r.frames / r.seconds:.2f} frames/s, " if r.frames else ""
+                tqdm.write(f"{tag}{job.src} -> {job.dst} ({W}x{H}, {frames}{100 * r.heavy:.1f}% heavy pixels, "
                            f"{r.seconds:.2f} s)", file=sys.stdout)
             results.append(r)
             bar.update(1)
