@@ -185,7 +185,7 @@ def test_rotation_and_variable_frame_times_kept(tmp_path, tiny_model):
     src = tmp_path / "r.mp4"
     make_clip(src, (48, 32), rotation=90, pts=[0, 1, 3, 4, 8, 9])
     assert main(["upscale", str(src), "-o", str(tmp_path / "o.mov"), "--model", tiny_model, "--scale", "2",
-                 "--tile"]) == 0
+                 "--tile", "16"]) == 0
     got, want = _streams(tmp_path / "o.mov"), _streams(src)
     assert want["rotation"] == got["rotation"] == 90
     assert got["size"] == (96, 64)
