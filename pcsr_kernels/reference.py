@@ -8,8 +8,8 @@ Per HR pixel ``(y, x)`` of an image ``b`` (see :mod:`pcsr_kernels.geometry`)::
 
     inp   = [feat[b, :, iy[y], ix[x]], ry[y], rx[x], cell_y, cell_x]        # [D+4]
     probs = softmax(classifier(inp))                                         # [M]
-    class = argmax_j  log(probs_j) - k * log(cost_j)      (cost-aware routing)
-          | ADM on the image's heavy mass                  (adaptive=True)
+    class = argmax_j  log(probs_j) - k * log(cost_j)      (cost-aware routing; 0 if a score is NaN)
+          | ADM on the image's heavy mass                  (adaptive=True; 0 where it is not finite)
     sr    = U_class(inp) + bilinear(lr)[b, :, y, x]
     sr    = mean_3x3(sr)  where the pixel is light, touches a heavy pixel and is not on
             the image border                                                  (refine)
@@ -17,6 +17,13 @@ Per HR pixel ``(y, x)`` of an image ``b`` (see :mod:`pcsr_kernels.geometry`)::
 Branch 0 is the heaviest; branches ``j < (M+1)//2`` are heavy, the rest light.
 ``argmax p_j / cost_j**k`` of the paper is evaluated in log space: the same decision,
 without the overflow of ``cost**k`` for |k| of a few tens.
+
+Non-finite values (the policy every backend follows): NaN and +-inf in ``feat``, ``lr``
+or any weight propagate to the output pixels they reach exactly as these functions
+compute them (F.linear, torch.relu -- which keeps NaN --, softmax, bilinear, the 3x3
+mean); a routing decision that cannot be made (a NaN score, a non-finite heavy mass)
+goes to branch 0; every class stays in [0, M) and every output pixel is written.
+``cost`` must be finite and > 0 and ``k`` finite (ValueError otherwise).
 """
 from __future__ import annotations
 
@@ -102,8 +109,25 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
     (2j+1)/(2M) on the normalised values, an empty cluster keeps its centre, and the same
     stopping rule applies. A constant image (max == min) sends every pixel to the lightest
     branch, since the cluster that holds the smallest value is the light one.
+
+    Non-finite values (NaN, +-inf) take no part: they are left out of the min-max
+    normalisation and of every count and sum, and their pixels go to branch 0 (when the
+    decision is unknown, spend the compute). An image with no finite value is all branch
+    0; one whose finite values are all equal sends those to the lightest branch. With
+    every value finite this is exactly the authors' algorithm above.
     """
     s = heavy_mass.reshape(-1)
+    finite = torch.isfinite(s)
+    if bool(finite.all()):
+        return _adm_finite(s, M)
+    out = torch.zeros(s.shape, dtype=torch.int64, device=s.device)
+    if bool(finite.any()):
+        out[finite] = _adm_finite(s[finite], M)
+    return out
+
+
+def _adm_finite(s: torch.Tensor, M: int) -> torch.Tensor:
+    """ADM of finite values s [N], N >= 1 (see adm_ref)."""
     lo, hi = s.min(), s.max()
     if not bool(hi > lo):
         return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
@@ -142,13 +166,21 @@ def _cluster_mean(sums, counts, dtype):
 
 
 def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
-    """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64."""
+    """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64.
+
+    Cost-aware: ``argmax_j score_j`` with ``score_j = log(probs_j) - k * log(cost_j)``,
+    the first index on ties; +inf and -inf compare as numbers. A pixel whose score vector
+    holds a NaN goes to branch 0, the heaviest: when the decision is unknown, spend the
+    compute. (torch.argmax alone would pick the first NaN's index.) Softmax output is all
+    NaN as soon as one logit is NaN or +inf, or every logit is -inf, so such a pixel of
+    route_upsample goes to branch 0. Adaptive: :func:`adm_ref` per image.
+    """
     B, H, W, M = validate.route_args(probs, cost, k)
     if adaptive:
         heavy = probs[..., : num_heavy(M)].sum(-1)  # [B, H, W]
         return torch.stack([adm_ref(heavy[b], M).view(H, W) for b in range(B)])
     score = torch.log(probs) - k * torch.log(cost.to(probs.dtype))
-    return torch.argmax(score, dim=-1)
+    return torch.argmax(score, dim=-1).masked_fill_(torch.isnan(score).any(-1), 0)
 
 
 def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
