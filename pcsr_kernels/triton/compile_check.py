@@ -50,7 +50,7 @@ def _configs(quick: bool):
             ("sort scatter", sort._scatter_kernel, t, dict(M=2, MP=2, SB=1024), 4),
             ("sort scatter int64", sort._scatter_kernel, dict(t, idx_ptr="*i64", N="i64"), dict(M=3, MP=4, SB=1024), 4)]
     # classifiers: FSRCNN-PCSR one Linear (52 -> 2), CARN-PCSR 2 x 10, SRResNet-PCSR 2 x 20
-    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", cy=f32, cx=f32)
+    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", wid_ptr="*i32", cy=f32, cx=f32)
     for hidden in ([], [10], [20]):
         hp, bn = hidden_tiling(hidden[0]) if hidden else (2, 0)
         c = dict(M=2, NH=1, ONE_LAYER=not hidden, BM=BM, HP=hp, BN=max(bn, 16), BK=BK, OUT_P=16 if hidden else 2,
@@ -58,7 +58,7 @@ def _configs(quick: bool):
         out.append((f"classify hidden={hidden}", classify._classify_kernel, t, c, config.mlp_num_warps(bn)))
     # branches: heavy 58 / 74 / 170, light 10 / 20 / 40 wide
     t = dict(idx_ptr="*i32", seg_ptr="*i64", iy_ptr="*i64", ix_ptr="*i64", by0_ptr="*i64", by1_ptr="*i64",
-             bx0_ptr="*i64", bx1_ptr="*i64", cy=f32, cx=f32)
+             bx0_ptr="*i64", bx1_ptr="*i64", wid_ptr="*i32", cy=f32, cx=f32)
     widths = [170] if quick else [58, 74, 170, 10, 20, 40]
     precs = ["ieee"] if quick else ["ieee", "tf32x3", "tf32"]
     for wd in widths:

@@ -37,6 +37,9 @@ def _scatter_kernel(cls_ptr, base_ptr, idx_ptr, N, M: tl.constexpr, MP: tl.const
     j = tl.arange(0, MP)
     onehot = (c[:, None] == j[None, :]).to(tl.int32)  # [SB, MP]
     rank = tl.sum(onehot * tl.cumsum(onehot, axis=0), axis=1) - 1  # earlier pixels of my class in this block
+    # Classes come from this package's routing, always in [0, M); the bound is only a
+    # guard against writing outside idx should one ever not be (the pixel is then left out).
+    mask = mask & (c >= 0) & (c < M)
     c = tl.where(mask, c, 0)
     dest = tl.load(base_ptr + pid * M + c, mask=mask, other=0) + rank
     tl.store(idx_ptr + dest, offs.to(idx_ptr.dtype.element_ty), mask=mask)

@@ -27,7 +27,7 @@ from .sort import sort_by_class
 @triton.jit
 def _upsample_branch_kernel(idx_ptr, seg_ptr, branch,
                             p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                            first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                            first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                             lr_ptr, by0_ptr, by1_ptr, bly_ptr, bx0_ptr, bx1_ptr, blx_ptr, out_ptr,
                             HW, W, hw, w,
                             ONE_LAYER: tl.constexpr, BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr,
@@ -43,7 +43,7 @@ def _upsample_branch_kernel(idx_ptr, seg_ptr, branch,
         mask = pix >= 0
         pix = tl.where(mask, pix, 0)
         res, b, y, x = _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                                  mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                                  mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                                   ONE_LAYER, BM, HP, BN, BK, OUT_P, PREC)
         # bilinear(lr), align_corners=False, as F.interpolate: separable taps from tables
         m2 = mask[:, None] & rgb
@@ -84,7 +84,7 @@ def launch_upsample(P: torch.Tensor, cols: Sequence[int], g: pack.Geometry, mlps
         _upsample_branch_kernel[(nprog,)](
             idx, seg, j,
             P, P.shape[1], cols[j], g.iy, g.ix, g.ry, g.rx, g.cell_y, g.cell_x,
-            mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.num_mid,
+            mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.widths, mlp.num_mid,
             lr, g.by0, g.by1, g.bly, g.bx0, g.bx1, g.blx, out,
             H * W, W, h * w, w,
             ONE_LAYER=mlp.num_layers == 1, BM=BM, HP=mlp.hp, BN=max(mlp.bn, 16), BK=BK, OUT_P=mlp.out_p,
