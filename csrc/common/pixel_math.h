@@ -43,13 +43,17 @@ PCSR_HD void softmax(T* x, int M) {
 }
 
 // Cost-aware routing of one pixel: argmax_j log(p_j) - klogc_j, first index on ties
-// (torch.argmax). klogc_j = k * log(cost_j), computed once per call on the host.
+// (torch.argmax), +-inf compared as numbers; branch 0 (the heaviest) when a score is NaN,
+// as pcsr_kernels.reference.route_ref. klogc_j = k * log(cost_j), computed once per call
+// on the host.
 template <typename T>
 PCSR_HD int route_cost_aware(const T* probs, const T* klogc, int M) {
   int best = 0;
   T bs = plog(probs[0]) - klogc[0];
+  if (bs != bs) return 0;
   for (int j = 1; j < M; ++j) {
     T s = plog(probs[j]) - klogc[j];
+    if (s != s) return 0;
     if (s > bs) {
       bs = s;
       best = j;
@@ -74,16 +78,25 @@ struct Underflow<double> {
   static constexpr double value = 744.44;  // -log(smallest double subnormal)
 };
 
+//
+// Non-finite logits: softmax is all NaN when a logit is NaN or +inf or every logit is -inf
+// (then mx - mx is not 0), so the reference's scores are NaN and the pixel goes to branch 0;
+// a -inf logit next to finite ones is a probability of 0 (score -inf), as in softmax.
 template <typename T>
 PCSR_HD int route_logits(const T* logits, const T* klogc, int M) {
   T mx = logits[0];
-  for (int j = 1; j < M; ++j) mx = logits[j] > mx ? logits[j] : mx;
-  int best = -1;
+  bool nan = false;
+  for (int j = 0; j < M; ++j) {
+    nan = nan || logits[j] != logits[j];
+    mx = logits[j] > mx ? logits[j] : mx;
+  }
+  if (nan || !(mx - mx == T(0))) return 0;
+  int best = 0;
   T bs = T(0);
   for (int j = 0; j < M; ++j) {
-    if (mx - logits[j] > Underflow<T>::value) continue;
-    const T s = logits[j] - klogc[j];
-    if (best < 0 || s > bs) {
+    const T s = mx - logits[j] > Underflow<T>::value ? T(-INFINITY) - klogc[j] : logits[j] - klogc[j];
+    if (s != s) return 0;  // only with an infinite k * log(cost_j)
+    if (j == 0 || s > bs) {
       bs = s;
       best = j;
     }
@@ -97,6 +110,13 @@ PCSR_HD T heavy_mass(const T* probs, int nh) {
   T s = probs[0];
   for (int j = 1; j < nh; ++j) s += probs[j];
   return s;
+}
+
+// ADM leaves non-finite heavy mass (NaN, +-inf) out of its statistics and sends it to
+// branch 0. After the normalisation (finite lo < hi) a value is finite iff x - x == 0.
+template <typename T>
+PCSR_HD bool is_finite(T x) {
+  return x - x == T(0);
 }
 
 // ADM: the nearest centre of a normalised value, ties to the lower index (torch.argmin).
