@@ -128,9 +128,29 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
 
 def _adm_finite(s: torch.Tensor, M: int) -> torch.Tensor:
     """ADM of finite values s [N], N >= 1 (see adm_ref)."""
+    km = adm_kmeans(s, M)
+    if km is None:
+        return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
+    v, assign, centres = km
+    labels = torch.argmin((v[:, None] - assign[None, :]).abs(), dim=1)  # ties -> lower index
+    # Rank clusters by centre, highest -> branch 0. The last update made each centre the
+    # mean of its labelled values, so for M = 2 this is the authors' rule "the cluster
+    # holding the smallest value is light".
+    order = torch.argsort(centres, descending=True, stable=True)  # order[r] = cluster of rank r
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(M, device=v.device)
+    return rank[labels]
+
+
+def adm_kmeans(s: torch.Tensor, M: int):
+    """The K-means of :func:`adm_ref` on finite values s [N]: ``(v, assign, centres)`` --
+    the normalised values, the centres of the last assignment step (each value's label is
+    its nearest ``assign`` centre) and the final centres (which rank the clusters) -- or
+    None for a constant image. Exposed so that tests can measure how close each value lies
+    to a decision boundary."""
     lo, hi = s.min(), s.max()
     if not bool(hi > lo):
-        return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
+        return None
     v = (s - lo) / (hi - lo)
     if M == 2:
         centres = torch.stack([_cluster_mean(v.sum(dtype=torch.float64), v.numel(), v.dtype),
@@ -139,8 +159,9 @@ def _adm_finite(s: torch.Tensor, M: int) -> torch.Tensor:
     else:
         centres = (2 * torch.arange(M, dtype=v.dtype, device=v.device) + 1) / (2 * M)
         empty_to_zero = False
-    labels = None
+    assign = centres
     for _ in range(ADM_MAX_STEPS - 1):
+        assign = centres
         labels = torch.argmin((v[:, None] - centres[None, :]).abs(), dim=1)  # ties -> lower index
         # Integer counts and float64 sums: exact counts at any image size (fp32 stops
         # counting at 2^24 pixels, which an 8K image passes), and one rounding per centre.
@@ -152,13 +173,7 @@ def _adm_finite(s: torch.Tensor, M: int) -> torch.Tensor:
         centres = new
         if shift <= ADM_TOL:
             break
-    # Rank clusters by centre, highest -> branch 0. The last update made each centre the
-    # mean of its labelled values, so for M = 2 this is the authors' rule "the cluster
-    # holding the smallest value is light".
-    order = torch.argsort(centres, descending=True, stable=True)  # order[r] = cluster of rank r
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(M, device=v.device)
-    return rank[labels]
+    return v, assign, centres
 
 
 def _cluster_mean(sums, counts, dtype):
