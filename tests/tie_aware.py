@@ -7,8 +7,9 @@ rounding of each other may go either way. Such pixels are found from the float64
 reference: the *decision margin* of a pixel is how far its decision is from flipping,
 
 * cost-aware: ``(s_1 - s_2) / max(1, |s_1|)`` for its best and second-best scores
-  ``s_j = log p_j - k log cost_j`` (infinite when the decision is exact: a NaN score, which
-  routes to branch 0 by rule, or a second score of -inf);
+  ``s_j = log p_j - k log cost_j`` (infinite when the rule decides: a NaN score routes to
+  branch 0, an exact tie -- equal inputs, equal in every precision -- to the first index,
+  and a second score of -inf cannot win);
 * ADM: the distance of its heavy mass to the midpoint between its nearest and
   second-nearest centres of the last assignment step, in heavy-mass units (the values lie
   in [0, 1]): an image whose heavy masses span only rounding noise is near-tied everywhere.
@@ -48,7 +49,9 @@ def score_margin(probs: torch.Tensor, cost: torch.Tensor, k: float) -> torch.Ten
     top = score.topk(2, dim=-1).values  # NaN sorts above everything
     s1, s2 = top[..., 0], top[..., 1]
     m = (s1 - s2) / s1.abs().clamp(min=1.0)
-    exact = torch.isnan(score).any(-1) | (s2 == float("-inf")) | torch.isnan(m)
+    # Decided by rule, not by rounding: a NaN score (branch 0), a second score of -inf, and
+    # an exact tie (equal inputs tie in every precision: the first index wins).
+    exact = torch.isnan(score).any(-1) | (s2 == float("-inf")) | torch.isnan(m) | (s1 == s2)
     return torch.where(exact, torch.full_like(m, float("inf")), m)
 
 
@@ -108,3 +111,33 @@ def assert_close_nan_aware(got: torch.Tensor, want: torch.Tensor, mask: torch.Te
     assert torch.equal(gn, wn), (f"{what}NaN pattern differs: {int((gn & ~wn).sum())} NaN where the reference "
                                  f"has a number, {int((wn & ~gn).sum())} numbers where it has NaN")
     torch.testing.assert_close(got[~gn], want[~wn], msg=lambda m: what + m, **tol)
+
+
+def assert_close_to_reference(got: torch.Tensor, want: torch.Tensor, want64: torch.Tensor,
+                              mask: torch.Tensor | None = None, what: str = "", factor: float = 4.0,
+                              **floor) -> None:
+    """The flash-attention rule for inputs of any scale: ``got``'s error against the float64
+    reference ``want64`` may be at most ``factor`` times the worst error the reference
+    itself makes in ``want``'s dtype, plus ``floor`` (rtol, atol: a few ulps of O(1)
+    values, for when the reference happens to be exact). NaN exactly where ``want`` has
+    NaN and +-inf equal to it; compared where ``mask`` is true."""
+    assert got.shape == want.shape == want64.shape and got.dtype == want.dtype, (
+        got.shape, want.shape, want64.shape, got.dtype, want.dtype)
+    if mask is not None:
+        mask = mask.expand_as(got) if mask.dim() == got.dim() else mask[:, None].expand_as(got)
+        got, want, want64 = got[mask], want[mask], want64[mask]
+    gn, wn = torch.isnan(got), torch.isnan(want)
+    assert torch.equal(gn, wn), (f"{what}NaN pattern differs: {int((gn & ~wn).sum())} NaN where the reference "
+                                 f"has a number, {int((wn & ~gn).sum())} numbers where it has NaN")
+    fin = torch.isfinite(want)
+    assert torch.equal(got[~fin & ~wn], want[~fin & ~wn]), f"{what}infinities differ from the reference's"
+    fin &= torch.isfinite(want64)
+    g, w, w64 = got[fin].double(), want[fin].double(), want64[fin].double()
+    ref_err = float((w - w64).abs().max()) if w.numel() else 0.0
+    bound = factor * ref_err + floor.get("atol", 0.0) + floor.get("rtol", 0.0) * w64.abs()
+    err = (g - w64).abs()
+    bad = err > bound
+    assert not bool(bad.any()), (
+        f"{what}{int(bad.sum())} of {err.numel()} values off the float64 reference by up to {float(err.max()):.3g} "
+        f"(allowed {factor} x the reference's own error {ref_err:.3g} + {floor}); "
+        f"got {g[bad][:4].tolist()}, want {w64[bad][:4].tolist()}")
