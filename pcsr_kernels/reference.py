@@ -20,10 +20,11 @@ without the overflow of ``cost**k`` for |k| of a few tens.
 
 Non-finite values (the policy every backend follows): NaN and +-inf in ``feat``, ``lr``
 or any weight propagate to the output pixels they reach exactly as these functions
-compute them (F.linear, torch.relu -- which keeps NaN --, softmax, bilinear, the 3x3
-mean); a routing decision that cannot be made (a NaN score, a non-finite heavy mass)
-goes to branch 0; every class stays in [0, M) and every output pixel is written.
-``cost`` must be finite and > 0 and ``k`` finite (ValueError otherwise).
+compute them (F.linear, torch.relu -- which keeps NaN --, softmax, the bilinear taps of
+:func:`bilinear_rows`, the 3x3 mean); a routing decision that cannot be made (a NaN
+score, a non-finite heavy mass) goes to branch 0; every class stays in [0, M) and every
+output pixel is written. ``cost`` must be finite and > 0 and ``k`` finite (ValueError
+otherwise).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import validate
-from .geometry import Tables
+from .geometry import Tables, bilinear_axis
 
 # Pixels per band: large enough that the matmuls are efficient, small enough that the
 # per-band input matrix ([n, D+4] plus one hidden activation) stays a few tens of MB.
@@ -203,8 +204,11 @@ def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
     """Routed MLP residual + bilinear(lr), unrefined: [B, 3, H, W]."""
     B, _, h, w, H, W, branches = validate.upsample_args(feat, lr, classes, upsamplers, depths)
     t = Tables(h, w, H, W, feat.device)
-    # grid_sample(bilinear, border, align_corners=False) on the LIIF grid is exactly this.
-    sr = F.interpolate(lr, size=(H, W), mode="bilinear", align_corners=False)
+    ty = bilinear_axis(H, h, feat.device, lr.dtype)
+    tx = bilinear_axis(W, w, feat.device, lr.dtype)
+    sr = lr.new_empty(B, 3, H, W)
+    for y0, y1 in _bands(H, W):
+        sr[:, :, y0:y1] = bilinear_rows(lr, ty, tx, y0, y1)
     for b in range(B):
         for y0, y1 in _bands(H, W):
             inp = _band_inputs(feat[b], t, y0, y1)
@@ -216,6 +220,23 @@ def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
                     res[idx] = mlp_ref(inp[idx], br)
             sr[b, :, y0:y1] += res.t().reshape(3, y1 - y0, W)
     return sr
+
+
+def bilinear_rows(lr: torch.Tensor, ty, tx, y0: int, y1: int) -> torch.Tensor:
+    """Rows y0..y1 of the bilinear upsampling of lr [B, C, h, w], [B, C, y1-y0, W]:
+    ``(1-ly) ((1-lx) x00 + lx x01) + ly ((1-lx) x10 + lx x11)`` with the taps of
+    :func:`~pcsr_kernels.geometry.bilinear_axis` -- the values of ``F.interpolate(bilinear,
+    align_corners=False)`` (equal to the authors' grid_sample with border padding) up to
+    rounding, written out so that the non-finite case is specified too: every tap is
+    multiplied by its weight, so an infinite tap of weight 0 gives NaN, on every backend
+    (F.interpolate's own result then depends on its internal loop order)."""
+    i0y, i1y, ly = (a[y0:y1] for a in ty)
+    i0x, i1x, lx = tx
+    ly = ly[:, None]  # [r, 1]
+    r0, r1 = lr[:, :, i0y], lr[:, :, i1y]  # [B, C, r, w]
+    top = (1 - lx) * r0[..., i0x] + lx * r0[..., i1x]
+    bottom = (1 - lx) * r1[..., i0x] + lx * r1[..., i1x]
+    return (1 - ly) * top + ly * bottom
 
 
 def refine_ref(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.Tensor:
