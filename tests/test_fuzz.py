@@ -283,15 +283,29 @@ CHECKS = {"route_upsample": check_route_upsample, "classify": check_classify, "r
 
 # --- the tests: one per op, each over every backend ----------------------------------------
 
+# --- regression cases found by the fuzzer (run first, on every backend) --------------------
+
+NAN = float("nan")
+REGRESSIONS = {
+    # An output axis as long as the LR axis (here W = w = 2) is torch's identity: the pixel
+    # reads one tap. The kernels read the neighbour too, with weight 0, and 0 * NaN put the
+    # neighbour's NaN into the pixel (geometry.bilinear_axis now gives i1 = i0 there).
+    "route_upsample": [Recipe(B=1, D=1, h=1, w=2, H=1, W=2, branches=((), ()), cls_hidden=(), k=0.0, adaptive=True,
+                              refine=False, f64=False, layout="contiguous", logit_scale=1.0, poison=("lr", NAN),
+                              seed=0)],
+}
+
+
 def _fuzz(op: str, name: str, device: str) -> None:
     tiny = name == "triton" and device == "cpu"
     check = CHECKS[op]
 
-    @_settings(name, op)
-    @given(recipes(tiny=tiny, f64_ok=backend_matrix.supports_float64(name)))
     def run(r):
         check(name, device, r)
 
+    for r in REGRESSIONS.get(op, []):
+        run = example(r)(run)
+    run = _settings(name, op)(given(recipes(tiny=tiny, f64_ok=backend_matrix.supports_float64(name)))(run))
     run()
 
 
@@ -300,5 +314,3 @@ def _fuzz(op: str, name: str, device: str) -> None:
 def test_fuzz(op, name, device):
     _fuzz(op, name, device)
 
-
-# --- regression cases found by the fuzzer --------------------------------------------------
