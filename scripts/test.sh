@@ -3,7 +3,7 @@
 # (Expects torch to be installed already: the package builds its C++ extension against it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q setuptools wheel ninja numpy pillow safetensors tqdm triton \
-    pytest pytest-benchmark expecttest matplotlib scikit-image
+python -m pip install -q setuptools wheel ninja numpy pillow safetensors tqdm psutil triton \
+    pytest pytest-benchmark expecttest matplotlib scikit-image hypothesis
 MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation -e .
 python -m pytest -q tests
