@@ -292,7 +292,15 @@ REGRESSIONS = {
     # neighbour's NaN into the pixel (geometry.bilinear_axis now gives i1 = i0 there).
     "route_upsample": [Recipe(B=1, D=1, h=1, w=2, H=1, W=2, branches=((), ()), cls_hidden=(), k=0.0, adaptive=True,
                               refine=False, f64=False, layout="contiguous", logit_scale=1.0, poison=("lr", NAN),
-                              seed=0)],
+                              seed=0),
+                       # Logits spread by hundreds and k = -1000: the cpu backend's routing from
+                       # the logits took a probability below 2^-149 for 0 (score -inf) while the
+                       # reference's softmax kept the smallest subnormal, and the cost term made
+                       # that branch win (pixel_math.h route_logits now forms such pixels'
+                       # probabilities as the reference does).
+                       Recipe(B=1, D=1, h=1, w=5, H=3, W=15, branches=((), (), (), (), ()), cls_hidden=(), k=-1000.0,
+                              adaptive=False, refine=False, f64=False, layout="contiguous", logit_scale=30.0,
+                              poison=(), seed=0)],
 }
 
 

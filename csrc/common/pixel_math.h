@@ -64,37 +64,47 @@ PCSR_HD int route_cost_aware(const T* probs, const T* klogc, int M) {
 
 // The same decision from the logits: log softmax_j = l_j - logsumexp(l), a shift common to
 // every branch, so argmax_j log(p_j) - klogc_j = argmax_j l_j - klogc_j, without exp or log.
-// A branch whose probability underflows to 0 in T (l_max - l_j past the smallest
-// subnormal's exponent) scores -inf, as log(0) does in the reference. The decision can
-// differ from the reference's only where two scores tie to within rounding.
-template <typename T>
-struct Underflow;
-template <>
-struct Underflow<float> {
-  static constexpr float value = 103.28f;  // -log(smallest float subnormal)
-};
-template <>
-struct Underflow<double> {
-  static constexpr double value = 744.44;  // -log(smallest double subnormal)
-};
-
+// That holds while every probability is a normal number in T. Past that (l_max - l_j beyond
+// NormalRange) the reference's softmax rounds p_j to a subnormal with few bits, or to 0,
+// whose log is -inf, and with a large |k| the cost term can make that branch win or lose
+// by far more than rounding (found by tests/test_fuzz.py: k = -1000, logits spread by
+// hundreds): such a pixel's probabilities are formed as the reference forms them, in
+// `scratch` (M values), and routed by route_cost_aware. Otherwise the decision can differ
+// from the reference's only where two scores tie to within rounding.
 //
 // Non-finite logits: softmax is all NaN when a logit is NaN or +inf or every logit is -inf
 // (then mx - mx is not 0), so the reference's scores are NaN and the pixel goes to branch 0;
-// a -inf logit next to finite ones is a probability of 0 (score -inf), as in softmax.
+// a -inf logit next to finite ones is a probability of 0 (score -inf): the softmax path.
 template <typename T>
-PCSR_HD int route_logits(const T* logits, const T* klogc, int M) {
-  T mx = logits[0];
+struct NormalRange;
+template <>
+struct NormalRange<float> {
+  static constexpr float value = 80.0f;  // exp(-80) / M stays above FLT_MIN = exp(-87.3) for M < 1000
+};
+template <>
+struct NormalRange<double> {
+  static constexpr double value = 700.0;  // exp(-700) / M stays above DBL_MIN = exp(-708.4)
+};
+
+template <typename T>
+PCSR_HD int route_logits(const T* logits, const T* klogc, int M, T* scratch) {
+  T mx = logits[0], mn = logits[0];
   bool nan = false;
   for (int j = 0; j < M; ++j) {
     nan = nan || logits[j] != logits[j];
     mx = logits[j] > mx ? logits[j] : mx;
+    mn = logits[j] < mn ? logits[j] : mn;
   }
   if (nan || !(mx - mx == T(0))) return 0;
+  if (mx - mn > NormalRange<T>::value) {
+    for (int j = 0; j < M; ++j) scratch[j] = logits[j];
+    softmax(scratch, M);
+    return route_cost_aware(scratch, klogc, M);
+  }
   int best = 0;
   T bs = T(0);
   for (int j = 0; j < M; ++j) {
-    const T s = mx - logits[j] > Underflow<T>::value ? T(-INFINITY) - klogc[j] : logits[j] - klogc[j];
+    const T s = logits[j] - klogc[j];
     if (s != s) return 0;  // only with an infinite k * log(cost_j)
     if (j == 0 || s > bs) {
       bs = s;

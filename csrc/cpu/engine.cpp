@@ -283,7 +283,7 @@ void run_pass(const at::Tensor& feat, const Tables& t, const Packed<T>& pk, int6
               const int64_t tp = st + i;
               const int64_t pix = (b * H + y0 + (coords[tp] >> 32)) * W + x0 + (coords[tp] & 0xffffffff);
               if (route_only) {
-                const int c = common::route_logits(logits + i * ld, spec.klogc, static_cast<int>(M));
+                const int c = common::route_logits(logits + i * ld, spec.klogc, static_cast<int>(M), s.probs.data());
                 spec.classes[pix] = c;
                 s.cls[tp] = c;
                 continue;
