@@ -5,12 +5,14 @@
 # tool's output folder) or ./gpu_out.
 #
 #   STEPS="build tests" bash scripts/gpu_checks.sh     # first device call (<= 500 s)
+#   STEPS="fuzz" bash scripts/gpu_checks.sh            # (<= 150 s)
 #   STEPS="bench micro floor" bash scripts/gpu_checks.sh   # second call, machine still warm (<= 480 s)
 #
 # (The device tool allows 600 s per command, so the steps go in two calls.) Steps, with
 # their limits:
 #   build     python -m pip install --no-build-isolation -e .   (the interpreter with torch)
 #   tests     pytest tests: the CUDA and Triton-on-CUDA cases that skip on a CPU machine
+#   fuzz      tests/test_fuzz.py on CUDA tensors (triton, cuda), 300 cases per backend
 #   bench     pcsr bench --device cuda at 1k,2k,4k,8k, all three variants, every backend
 #   micro     pytest benchmarks/ --benchmark-only at 2k (JSON)
 #   floor     benchmarks/bench_route_upsample.py: route_upsample against the compute floor
@@ -18,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
-STEPS=${STEPS:-"build tests bench micro floor"}
+STEPS=${STEPS:-"build tests fuzz bench micro floor"}
 PY=${PYTHON:-python}
 
 step() {  # step NAME SECONDS CMD...: run CMD under a limit, log to $OUT/NAME.log, record rc
@@ -43,7 +45,8 @@ cat "$OUT/machine.txt"
 
 step build 300 env MAX_JOBS=16 $PY -m pip install -q --no-build-isolation -e .
 step tests 200 $PY -m pytest -q tests/test_triton.py tests/test_cuda_compile.py tests/test_ops.py \
-    tests/test_cpu_kernels.py -p no:cacheprovider
+    tests/test_cpu_kernels.py tests/test_nonfinite.py tests/test_memory_guard.py -p no:cacheprovider
+step fuzz 150 env PCSR_FUZZ_EXAMPLES=300 $PY -m pytest -q tests/test_fuzz.py -k cuda -p no:cacheprovider
 step bench 240 $PY -m pcsr bench --device cuda --sizes 1k,2k,4k,8k --variants fsrcnn,carn,srresnet \
     --heavy-fraction 0.3 --budget 2 --csv "$OUT/compare_cuda.csv" --markdown "$OUT/compare_cuda.md"
 step micro 120 $PY -m pytest -q benchmarks/ --benchmark-only --bench-size 2k -p no:cacheprovider \
