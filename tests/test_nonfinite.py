@@ -27,6 +27,7 @@ from pcsr_kernels import reference
 
 # NaN arithmetic is the point here: numpy (under the Triton interpreter) warns about it.
 pytestmark = [pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+              pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning"),
               pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")]
 
 NAN, INF = float("nan"), float("inf")
