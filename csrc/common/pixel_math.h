@@ -88,28 +88,26 @@ struct NormalRange<double> {
 
 template <typename T>
 PCSR_HD int route_logits(const T* logits, const T* klogc, int M, T* scratch) {
-  T mx = logits[0], mn = logits[0];
-  bool nan = false;
-  for (int j = 0; j < M; ++j) {
-    nan = nan || logits[j] != logits[j];
-    mx = logits[j] > mx ? logits[j] : mx;
-    mn = logits[j] < mn ? logits[j] : mn;
+  // One pass: the shortcut's decision, and what tells whether it may be used.
+  T mx = logits[0], mn = logits[0], bs = logits[0] - klogc[0];
+  bool nan = bs != bs;  // a NaN logit (or +inf - +inf)
+  int best = 0;
+  for (int j = 1; j < M; ++j) {
+    const T l = logits[j];
+    const T s = l - klogc[j];
+    nan = nan || s != s;
+    mx = l > mx ? l : mx;
+    mn = l < mn ? l : mn;
+    if (s > bs) {  // first index on ties
+      bs = s;
+      best = j;
+    }
   }
   if (nan || !(mx - mx == T(0))) return 0;
   if (mx - mn > NormalRange<T>::value) {
     for (int j = 0; j < M; ++j) scratch[j] = logits[j];
     softmax(scratch, M);
     return route_cost_aware(scratch, klogc, M);
-  }
-  int best = 0;
-  T bs = T(0);
-  for (int j = 0; j < M; ++j) {
-    const T s = logits[j] - klogc[j];
-    if (s != s) return 0;  // only with an infinite k * log(cost_j)
-    if (j == 0 || s > bs) {
-      bs = s;
-      best = j;
-    }
   }
   return best;
 }
