@@ -89,8 +89,8 @@ def _missing_reason(name: str) -> str:
     return "not registered"
 
 
-def resolve(device_type: str) -> dict[str, Callable]:
-    """The implementations (op name -> function) to use for tensors on ``device_type``."""
+def resolved_name(device_type: str) -> str:
+    """The name of the backend that runs ops on ``device_type`` tensors."""
     global _warned_fallback
     name = get_backend()
     if name == "auto":
@@ -103,14 +103,19 @@ def resolve(device_type: str) -> dict[str, Callable]:
                     warnings.warn(
                         f"pcsr: no fast backend for {device_type} tensors ({availability(fast, device_type)[1]}); "
                         "using the pure-PyTorch reference", RuntimeWarning, stacklevel=3)
-                return _impls[cand]
+                return cand
         raise RuntimeError(f"pcsr: no backend available for {device_type} tensors")
     ok, why = availability(name, device_type)
     if not ok:
         raise RuntimeError(f"pcsr backend {name!r} is not available for {device_type} tensors: {why}")
+    return name
+
+
+def impls(name: str) -> dict[str, Callable]:
+    """The implementations (op name -> function) of a registered backend."""
     return _impls[name]
 
 
-def resolved_name(device_type: str) -> str:
-    mod = resolve(device_type)
-    return next(n for n, m in _impls.items() if m is mod)
+def resolve(device_type: str) -> dict[str, Callable]:
+    """The implementations (op name -> function) to use for tensors on ``device_type``."""
+    return _impls[resolved_name(device_type)]

@@ -63,16 +63,21 @@ class Tables:
         self.cell_x = rel_cell(W, w)
 
 
-def bilinear_axis(n_out: int, n_in: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def bilinear_axis(n_out: int, n_in: int, device=None,
+                  dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear taps along one axis, as ``F.interpolate(mode='bilinear', align_corners=False)``
     (equal to the authors' ``grid_sample(bilinear, padding_mode='border')``) computes them.
 
-    Returns ``i0, i1 [n_out] int64`` and ``lam [n_out] float32``: the output is
-    ``(1 - lam) * x[i0] + lam * x[i1]`` along this axis.
+    Returns ``i0, i1 [n_out] int64`` and ``lam [n_out]`` in ``dtype`` (torch computes the
+    taps in the input's own float type; csrc/common/tables.h does the same): the output is
+    ``(1 - lam) * x[i0] + lam * x[i1]`` along this axis, both taps always computed (a tap of
+    weight 0 still turns an infinite x into NaN, as in torch). An axis whose size does not
+    change has ``i1 = i0`` (and ``lam = 0``), as torch's kernel sets it: the neighbour is not
+    read, so a NaN there does not reach the pixel.
     """
-    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
-    src = ((torch.arange(n_out, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
+    scale = torch.tensor(float(n_in), dtype=dtype) / n_out
+    src = ((torch.arange(n_out, device=device, dtype=dtype) + 0.5) * scale.to(device) - 0.5).clamp_(min=0)
     i0 = src.floor().to(torch.int64).clamp_(max=n_in - 1)
-    i1 = (i0 + 1).clamp_(max=n_in - 1)
-    lam = (src - i0.to(torch.float32)).clamp_(0, 1)
+    i1 = i0.clone() if n_out == n_in else (i0 + 1).clamp_(max=n_in - 1)
+    lam = (src - i0.to(dtype)).clamp_(0, 1)
     return i0, i1, lam

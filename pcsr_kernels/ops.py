@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import backend, reference, validate
+from . import backend, memory, reference, validate
 from . import precision as precision_mod
 from .schemas import SCHEMAS
 
@@ -27,37 +27,73 @@ def define_schemas() -> None:
         _lib.define(schema)
 
 
-# --- implementations: validate once, then hand over to the backend -------------------
+# --- implementations: validate, check the memory estimate, hand over to the backend ---
+# The shape checks run here (the backends repeat them: microseconds) so that the memory
+# estimate reads valid sizes; the guard (see pcsr_kernels.memory) runs before any
+# allocation. The fake kernels below do not run it: fake tensors allocate nothing.
+
+def _widths(params) -> list[int]:
+    return [int(params[0].shape[1])] + [int(params[i].shape[0]) for i in range(0, len(params), 2)]
+
 
 def _route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True,
                     precision=None):
-    impl = backend.resolve(feat.device.type)
+    name = backend.resolved_name(feat.device.type)
     # The triton backend on CUDA checks the cost's values on the device: a host check
     # would wait for the GPU on every call and forbid CUDA-graph capture.
-    on_device = feat.device.type == "cuda" and backend.resolved_name("cuda") == "triton"
-    validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k, values=not on_device)
+    on_device = feat.device.type == "cuda" and name == "triton"
+    M, H, W, branches = validate.route_upsample_args(feat, lr, out_size, classifier, upsamplers, depths, cost, k,
+                                                     values=not on_device)
     if on_device:
         validate.check_cost_on_device(cost)
-    return impl["route_upsample"](feat, lr, [int(s) for s in out_size], list(classifier), list(upsamplers),
-                                  list(depths), cost, float(k), bool(adaptive), bool(refine),
-                                  precision_mod.resolve(precision))
+    prec = precision_mod.resolve(precision)
+    B, D, h, w = feat.shape
+    need = memory.route_upsample_bytes(name, B, D, h, w, H, W, [_widths(classifier)] + [_widths(b) for b in branches],
+                                       feat.element_size(), bool(adaptive), bool(refine))
+    memory.check("route_upsample", f"out_size (H, W) = ({H}, {W}) with B = {B}, M = {M}", need, feat.device)
+    return backend.impls(name)["route_upsample"](feat, lr, [int(s) for s in out_size], list(classifier),
+                                                 list(upsamplers), list(depths), cost, float(k), bool(adaptive),
+                                                 bool(refine), prec)
 
 
 def _classify(feat, out_size, classifier):
-    return backend.resolve(feat.device.type)["classify"](feat, [int(s) for s in out_size], list(classifier))
+    B, D, h, w = validate.check_feat(feat)
+    H, W = validate.check_out_size(out_size)
+    widths = validate.check_mlp("classifier", classifier, D + 4, None, feat.dtype, feat.device)
+    name = backend.resolved_name(feat.device.type)
+    need = memory.classify_bytes(name, B, D, h, w, H, W, widths, feat.element_size())
+    memory.check("classify", f"out_size (H, W) = ({H}, {W}) with B = {B}, M = {widths[-1]}", need, feat.device)
+    return backend.impls(name)["classify"](feat, [int(s) for s in out_size], list(classifier))
 
 
 def _route(probs, cost, k=0.0, adaptive=False):
-    return backend.resolve(probs.device.type)["route"](probs, cost, float(k), bool(adaptive))
+    validate.check_tensor("probs", probs, 4)
+    name = backend.resolved_name(probs.device.type)
+    B, H, W, M = probs.shape
+    need = memory.route_bytes(name, B, H, W, M, probs.element_size(), bool(adaptive), probs.is_contiguous())
+    memory.check("route", f"probs of shape {tuple(probs.shape)}", need, probs.device)
+    return backend.impls(name)["route"](probs, cost, float(k), bool(adaptive))
 
 
 def _upsample(feat, lr, classes, upsamplers, depths, precision=None):
-    return backend.resolve(feat.device.type)["upsample"](feat, lr, classes, list(upsamplers), list(depths),
-                                                         precision_mod.resolve(precision))
+    B, D, h, w = validate.check_feat(feat)
+    branches = validate.check_branches(upsamplers, depths, feat)
+    H, W = validate.check_classes_hw(classes)
+    prec = precision_mod.resolve(precision)
+    name = backend.resolved_name(feat.device.type)
+    need = memory.upsample_bytes(name, B, D, h, w, H, W, [_widths(b) for b in branches], feat.element_size())
+    memory.check("upsample", f"classes of shape {tuple(classes.shape)} (an output of [B, 3, {H}, {W}])", need,
+                 feat.device)
+    return backend.impls(name)["upsample"](feat, lr, classes, list(upsamplers), list(depths), prec)
 
 
 def _refine(sr, classes, num_branches):
-    return backend.resolve(sr.device.type)["refine"](sr, classes, int(num_branches))
+    validate.check_tensor("sr", sr, 4)
+    name = backend.resolved_name(sr.device.type)
+    B, _, H, W = sr.shape
+    memory.check("refine", f"sr of shape {tuple(sr.shape)}", memory.refine_bytes(name, B, H, W, sr.element_size()),
+                 sr.device)
+    return backend.impls(name)["refine"](sr, classes, int(num_branches))
 
 
 _IMPLS = {"route_upsample": _route_upsample, "classify": _classify, "route": _route,

@@ -8,8 +8,8 @@ Per HR pixel ``(y, x)`` of an image ``b`` (see :mod:`pcsr_kernels.geometry`)::
 
     inp   = [feat[b, :, iy[y], ix[x]], ry[y], rx[x], cell_y, cell_x]        # [D+4]
     probs = softmax(classifier(inp))                                         # [M]
-    class = argmax_j  log(probs_j) - k * log(cost_j)      (cost-aware routing)
-          | ADM on the image's heavy mass                  (adaptive=True)
+    class = argmax_j  log(probs_j) - k * log(cost_j)      (cost-aware routing; 0 if a score is NaN)
+          | ADM on the image's heavy mass                  (adaptive=True; 0 where it is not finite)
     sr    = U_class(inp) + bilinear(lr)[b, :, y, x]
     sr    = mean_3x3(sr)  where the pixel is light, touches a heavy pixel and is not on
             the image border                                                  (refine)
@@ -17,6 +17,14 @@ Per HR pixel ``(y, x)`` of an image ``b`` (see :mod:`pcsr_kernels.geometry`)::
 Branch 0 is the heaviest; branches ``j < (M+1)//2`` are heavy, the rest light.
 ``argmax p_j / cost_j**k`` of the paper is evaluated in log space: the same decision,
 without the overflow of ``cost**k`` for |k| of a few tens.
+
+Non-finite values (the policy every backend follows): NaN and +-inf in ``feat``, ``lr``
+or any weight propagate to the output pixels they reach exactly as these functions
+compute them (F.linear, torch.relu -- which keeps NaN --, softmax, the bilinear taps of
+:func:`bilinear_rows`, the 3x3 mean); a routing decision that cannot be made (a NaN
+score, a non-finite heavy mass) goes to branch 0; every class stays in [0, M) and every
+output pixel is written. ``cost`` must be finite and > 0 and ``k`` finite (ValueError
+otherwise).
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import validate
-from .geometry import Tables
+from .geometry import Tables, bilinear_axis
 
 # Pixels per band: large enough that the matmuls are efficient, small enough that the
 # per-band input matrix ([n, D+4] plus one hidden activation) stays a few tens of MB.
@@ -102,11 +110,48 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
     (2j+1)/(2M) on the normalised values, an empty cluster keeps its centre, and the same
     stopping rule applies. A constant image (max == min) sends every pixel to the lightest
     branch, since the cluster that holds the smallest value is the light one.
+
+    Non-finite values (NaN, +-inf) take no part: they are left out of the min-max
+    normalisation and of every count and sum, and their pixels go to branch 0 (when the
+    decision is unknown, spend the compute). An image with no finite value is all branch
+    0; one whose finite values are all equal sends those to the lightest branch. With
+    every value finite this is exactly the authors' algorithm above.
     """
     s = heavy_mass.reshape(-1)
+    finite = torch.isfinite(s)
+    if bool(finite.all()):
+        return _adm_finite(s, M)
+    out = torch.zeros(s.shape, dtype=torch.int64, device=s.device)
+    if bool(finite.any()):
+        out[finite] = _adm_finite(s[finite], M)
+    return out
+
+
+def _adm_finite(s: torch.Tensor, M: int) -> torch.Tensor:
+    """ADM of finite values s [N], N >= 1 (see adm_ref)."""
+    km = adm_kmeans(s, M)
+    if km is None:
+        return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
+    v, assign, centres = km
+    labels = torch.argmin((v[:, None] - assign[None, :]).abs(), dim=1)  # ties -> lower index
+    # Rank clusters by centre, highest -> branch 0. The last update made each centre the
+    # mean of its labelled values, so for M = 2 this is the authors' rule "the cluster
+    # holding the smallest value is light".
+    order = torch.argsort(centres, descending=True, stable=True)  # order[r] = cluster of rank r
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(M, device=v.device)
+    return rank[labels]
+
+
+def adm_kmeans(s: torch.Tensor, M: int):
+    """The K-means of :func:`adm_ref` on finite values s [N]: ``(v, assign, centres)`` --
+    the normalised values, the centres of the last assignment step (each value's label is
+    its nearest ``assign`` centre) and the final centres (which rank the clusters) -- or
+    None for a constant image. Exposed so that tests can measure how close each value lies
+    to a decision boundary."""
     lo, hi = s.min(), s.max()
     if not bool(hi > lo):
-        return torch.full(s.shape, M - 1, dtype=torch.int64, device=s.device)
+        return None
     v = (s - lo) / (hi - lo)
     if M == 2:
         centres = torch.stack([_cluster_mean(v.sum(dtype=torch.float64), v.numel(), v.dtype),
@@ -115,8 +160,9 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
     else:
         centres = (2 * torch.arange(M, dtype=v.dtype, device=v.device) + 1) / (2 * M)
         empty_to_zero = False
-    labels = None
+    assign = centres
     for _ in range(ADM_MAX_STEPS - 1):
+        assign = centres
         labels = torch.argmin((v[:, None] - centres[None, :]).abs(), dim=1)  # ties -> lower index
         # Integer counts and float64 sums: exact counts at any image size (fp32 stops
         # counting at 2^24 pixels, which an 8K image passes), and one rounding per centre.
@@ -128,13 +174,7 @@ def adm_ref(heavy_mass: torch.Tensor, M: int) -> torch.Tensor:
         centres = new
         if shift <= ADM_TOL:
             break
-    # Rank clusters by centre, highest -> branch 0. The last update made each centre the
-    # mean of its labelled values, so for M = 2 this is the authors' rule "the cluster
-    # holding the smallest value is light".
-    order = torch.argsort(centres, descending=True, stable=True)  # order[r] = cluster of rank r
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(M, device=v.device)
-    return rank[labels]
+    return v, assign, centres
 
 
 def _cluster_mean(sums, counts, dtype):
@@ -142,13 +182,21 @@ def _cluster_mean(sums, counts, dtype):
 
 
 def route_ref(probs: torch.Tensor, cost: torch.Tensor, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
-    """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64."""
+    """Branch per pixel from probabilities [B, H, W, M] -> [B, H, W] int64.
+
+    Cost-aware: ``argmax_j score_j`` with ``score_j = log(probs_j) - k * log(cost_j)``,
+    the first index on ties; +inf and -inf compare as numbers. A pixel whose score vector
+    holds a NaN goes to branch 0, the heaviest: when the decision is unknown, spend the
+    compute. (torch.argmax alone would pick the first NaN's index.) Softmax output is all
+    NaN as soon as one logit is NaN or +inf, or every logit is -inf, so such a pixel of
+    route_upsample goes to branch 0. Adaptive: :func:`adm_ref` per image.
+    """
     B, H, W, M = validate.route_args(probs, cost, k)
     if adaptive:
         heavy = probs[..., : num_heavy(M)].sum(-1)  # [B, H, W]
         return torch.stack([adm_ref(heavy[b], M).view(H, W) for b in range(B)])
     score = torch.log(probs) - k * torch.log(cost.to(probs.dtype))
-    return torch.argmax(score, dim=-1)
+    return torch.argmax(score, dim=-1).masked_fill_(torch.isnan(score).any(-1), 0)
 
 
 def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
@@ -156,8 +204,11 @@ def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
     """Routed MLP residual + bilinear(lr), unrefined: [B, 3, H, W]."""
     B, _, h, w, H, W, branches = validate.upsample_args(feat, lr, classes, upsamplers, depths)
     t = Tables(h, w, H, W, feat.device)
-    # grid_sample(bilinear, border, align_corners=False) on the LIIF grid is exactly this.
-    sr = F.interpolate(lr, size=(H, W), mode="bilinear", align_corners=False)
+    ty = bilinear_axis(H, h, feat.device, lr.dtype)
+    tx = bilinear_axis(W, w, feat.device, lr.dtype)
+    sr = lr.new_empty(B, 3, H, W)
+    for y0, y1 in _bands(H, W):
+        sr[:, :, y0:y1] = bilinear_rows(lr, ty, tx, y0, y1)
     for b in range(B):
         for y0, y1 in _bands(H, W):
             inp = _band_inputs(feat[b], t, y0, y1)
@@ -169,6 +220,23 @@ def upsample_ref(feat: torch.Tensor, lr: torch.Tensor, classes: torch.Tensor,
                     res[idx] = mlp_ref(inp[idx], br)
             sr[b, :, y0:y1] += res.t().reshape(3, y1 - y0, W)
     return sr
+
+
+def bilinear_rows(lr: torch.Tensor, ty, tx, y0: int, y1: int) -> torch.Tensor:
+    """Rows y0..y1 of the bilinear upsampling of lr [B, C, h, w], [B, C, y1-y0, W]:
+    ``(1-ly) ((1-lx) x00 + lx x01) + ly ((1-lx) x10 + lx x11)`` with the taps of
+    :func:`~pcsr_kernels.geometry.bilinear_axis` -- the values of ``F.interpolate(bilinear,
+    align_corners=False)`` (equal to the authors' grid_sample with border padding) up to
+    rounding, written out so that the non-finite case is specified too: every tap is
+    multiplied by its weight, so an infinite tap of weight 0 gives NaN, on every backend
+    (F.interpolate's own result then depends on its internal loop order)."""
+    i0y, i1y, ly = (a[y0:y1] for a in ty)
+    i0x, i1x, lx = tx
+    ly = ly[:, None]  # [r, 1]
+    r0, r1 = lr[:, :, i0y], lr[:, :, i1y]  # [B, C, r, w]
+    top = (1 - lx) * r0[..., i0x] + lx * r0[..., i1x]
+    bottom = (1 - lx) * r1[..., i0x] + lx * r1[..., i1x]
+    return (1 - ly) * top + ly * bottom
 
 
 def refine_ref(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> torch.Tensor:

@@ -21,7 +21,11 @@
 #            of one call (CARN-PCSR 4K, bf16 and ieee); rows appended at once to
 #            benchmarks/results/compare_cuda.csv (commit +dirty when the code differs) (290)
 #   build    (not default: the Triton path needs no compiled extension; the ops' schemas
-#            come from Python when it is absent) pip install -e . for the cuda backend
+#            come from Python when it is absent) pip install --no-deps -e . for the cuda
+#            backend (--no-deps: the GPU machine has no package registry)
+#   safety   (not default; a second call, STEPS="safety", <= 200 s) the non-finite policy
+#            and memory-guard tests, and tests/test_fuzz.py on CUDA tensors (300 cases per
+#            backend)
 #
 # Choosing the default precision from the rows: the most accurate mode (ieee, tf32x3,
 # tf32, bf16 in that order) whose 4K time is within 2x of the fastest mode's for every
@@ -51,12 +55,14 @@ step() {  # step NAME SECONDS CMD...: run CMD under a limit, log to $OUT/NAME.lo
 step env 10 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; \
     $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'; \
     git log -1 --format='commit %h %s'; git status --short | head -5"
-step build 240 env MAX_JOBS=16 $PY -m pip install -q --no-build-isolation -e .
+step build 240 env MAX_JOBS=16 $PY -m pip install -q --no-deps --no-build-isolation -e .
 step tests 170 $PY -m pytest -q -p no:cacheprovider \
     tests/test_triton_kernels.py::test_cuda_graph_capture_and_replay \
     tests/test_triton_precision.py::test_tensor_core_error_bounds \
     tests/test_triton_precision.py::test_psnr_change_within_budget \
     "tests/test_triton.py::test_route_upsample" -k "cuda or graph or bounds or psnr"
+step safety 200 bash -c "$PY -m pytest -q -p no:cacheprovider tests/test_nonfinite.py tests/test_memory_guard.py \
+    -k cuda && PCSR_FUZZ_EXAMPLES=300 $PY -m pytest -q -p no:cacheprovider tests/test_fuzz.py -k cuda"
 step bench 290 $PY benchmarks/gpu_precision.py --sizes 4k,2k --variants fsrcnn,carn,srresnet \
     --precisions bf16,tf32,tf32x3,ieee --heavy-fraction 0.3 --rep-ms 150 --csv "$CSV" --out "$OUT"
 

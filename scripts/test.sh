@@ -3,7 +3,7 @@
 # (Expects torch to be installed already: the package builds its C++ extension against it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q setuptools wheel ninja numpy pillow safetensors tqdm pypng tifffile triton \
+python -m pip install -q setuptools wheel ninja numpy pillow safetensors tqdm pypng tifffile psutil triton \
     pytest pytest-benchmark hypothesis expecttest matplotlib scikit-image av
 MAX_JOBS=${MAX_JOBS:-2} python -m pip install -q --no-build-isolation -e .
 python -m pytest -q tests

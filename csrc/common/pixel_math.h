@@ -43,13 +43,17 @@ PCSR_HD void softmax(T* x, int M) {
 }
 
 // Cost-aware routing of one pixel: argmax_j log(p_j) - klogc_j, first index on ties
-// (torch.argmax). klogc_j = k * log(cost_j), computed once per call on the host.
+// (torch.argmax), +-inf compared as numbers; branch 0 (the heaviest) when a score is NaN,
+// as pcsr_kernels.reference.route_ref. klogc_j = k * log(cost_j), computed once per call
+// on the host.
 template <typename T>
 PCSR_HD int route_cost_aware(const T* probs, const T* klogc, int M) {
   int best = 0;
   T bs = plog(probs[0]) - klogc[0];
+  if (bs != bs) return 0;
   for (int j = 1; j < M; ++j) {
     T s = plog(probs[j]) - klogc[j];
+    if (s != s) return 0;
     if (s > bs) {
       bs = s;
       best = j;
@@ -60,33 +64,50 @@ PCSR_HD int route_cost_aware(const T* probs, const T* klogc, int M) {
 
 // The same decision from the logits: log softmax_j = l_j - logsumexp(l), a shift common to
 // every branch, so argmax_j log(p_j) - klogc_j = argmax_j l_j - klogc_j, without exp or log.
-// A branch whose probability underflows to 0 in T (l_max - l_j past the smallest
-// subnormal's exponent) scores -inf, as log(0) does in the reference. The decision can
-// differ from the reference's only where two scores tie to within rounding.
+// That holds while every probability is a normal number in T. Past that (l_max - l_j beyond
+// NormalRange) the reference's softmax rounds p_j to a subnormal with few bits, or to 0,
+// whose log is -inf, and with a large |k| the cost term can make that branch win or lose
+// by far more than rounding (found by tests/test_fuzz.py: k = -1000, logits spread by
+// hundreds): such a pixel's probabilities are formed as the reference forms them, in
+// `scratch` (M values), and routed by route_cost_aware. Otherwise the decision can differ
+// from the reference's only where two scores tie to within rounding.
+//
+// Non-finite logits: softmax is all NaN when a logit is NaN or +inf or every logit is -inf
+// (then mx - mx is not 0), so the reference's scores are NaN and the pixel goes to branch 0;
+// a -inf logit next to finite ones is a probability of 0 (score -inf): the softmax path.
 template <typename T>
-struct Underflow;
+struct NormalRange;
 template <>
-struct Underflow<float> {
-  static constexpr float value = 103.28f;  // -log(smallest float subnormal)
+struct NormalRange<float> {
+  static constexpr float value = 80.0f;  // exp(-80) / M stays above FLT_MIN = exp(-87.3) for M < 1000
 };
 template <>
-struct Underflow<double> {
-  static constexpr double value = 744.44;  // -log(smallest double subnormal)
+struct NormalRange<double> {
+  static constexpr double value = 700.0;  // exp(-700) / M stays above DBL_MIN = exp(-708.4)
 };
 
 template <typename T>
-PCSR_HD int route_logits(const T* logits, const T* klogc, int M) {
-  T mx = logits[0];
-  for (int j = 1; j < M; ++j) mx = logits[j] > mx ? logits[j] : mx;
-  int best = -1;
-  T bs = T(0);
-  for (int j = 0; j < M; ++j) {
-    if (mx - logits[j] > Underflow<T>::value) continue;
-    const T s = logits[j] - klogc[j];
-    if (best < 0 || s > bs) {
+PCSR_HD int route_logits(const T* logits, const T* klogc, int M, T* scratch) {
+  // One pass: the shortcut's decision, and what tells whether it may be used.
+  T mx = logits[0], mn = logits[0], bs = logits[0] - klogc[0];
+  bool nan = bs != bs;  // a NaN logit (or +inf - +inf)
+  int best = 0;
+  for (int j = 1; j < M; ++j) {
+    const T l = logits[j];
+    const T s = l - klogc[j];
+    nan = nan || s != s;
+    mx = l > mx ? l : mx;
+    mn = l < mn ? l : mn;
+    if (s > bs) {  // first index on ties
       bs = s;
       best = j;
     }
+  }
+  if (nan || !(mx - mx == T(0))) return 0;
+  if (mx - mn > NormalRange<T>::value) {
+    for (int j = 0; j < M; ++j) scratch[j] = logits[j];
+    softmax(scratch, M);
+    return route_cost_aware(scratch, klogc, M);
   }
   return best;
 }
@@ -97,6 +118,13 @@ PCSR_HD T heavy_mass(const T* probs, int nh) {
   T s = probs[0];
   for (int j = 1; j < nh; ++j) s += probs[j];
   return s;
+}
+
+// ADM leaves non-finite heavy mass (NaN, +-inf) out of its statistics and sends it to
+// branch 0. After the normalisation (finite lo < hi) a value is finite iff x - x == 0.
+template <typename T>
+PCSR_HD bool is_finite(T x) {
+  return x - x == T(0);
 }
 
 // ADM: the nearest centre of a normalised value, ties to the lower index (torch.argmin).

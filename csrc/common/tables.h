@@ -32,7 +32,9 @@ inline double rel_cell(int64_t n_out, int64_t n_in) {
 }
 
 // Bilinear taps along one axis as F.interpolate(bilinear, align_corners=False) computes
-// them, in `dtype` (its opmath type): out = (1 - lam) * x[i0] + lam * x[i1].
+// them, in `dtype` (its opmath type): out = (1 - lam) * x[i0] + lam * x[i1], both taps
+// always computed (0 * inf is NaN there too). An axis of unchanged size has i1 = i0, as
+// torch's kernel sets it, so a NaN in the neighbour does not reach the pixel.
 struct BilinearAxis {
   at::Tensor i0, i1, lam;  // [n_out] int64, int64, dtype
 };
@@ -41,7 +43,7 @@ inline BilinearAxis bilinear_axis(int64_t n_out, int64_t n_in, at::ScalarType dt
   at::Tensor scale = at::scalar_tensor(static_cast<double>(n_in), dtype).div(n_out);
   at::Tensor src = at::arange(n_out, dtype).add(0.5).mul(scale).sub(0.5).clamp_min_(0);
   at::Tensor i0 = src.floor().to(at::kLong).clamp_max_(n_in - 1);
-  at::Tensor i1 = i0.add(1).clamp_max_(n_in - 1);
+  at::Tensor i1 = n_out == n_in ? i0.clone() : i0.add(1).clamp_max_(n_in - 1);
   at::Tensor lam = src.sub(i0.to(dtype)).clamp_(0, 1);
   return {i0, i1, lam};
 }

@@ -283,7 +283,7 @@ void run_pass(const at::Tensor& feat, const Tables& t, const Packed<T>& pk, int6
               const int64_t tp = st + i;
               const int64_t pix = (b * H + y0 + (coords[tp] >> 32)) * W + x0 + (coords[tp] & 0xffffffff);
               if (route_only) {
-                const int c = common::route_logits(logits + i * ld, spec.klogc, static_cast<int>(M));
+                const int c = common::route_logits(logits + i * ld, spec.klogc, static_cast<int>(M), s.probs.data());
                 spec.classes[pix] = c;
                 s.cls[tp] = c;
                 continue;
@@ -377,8 +377,9 @@ void run_pass(const at::Tensor& feat, const Tables& t, const Packed<T>& pk, int6
 namespace {
 
 // ADM's assignment step over v[0, n): per cluster the count and the float64 sum of the
-// values nearest to its centre (ties to the lower index). MC > 0: M known at compile time,
-// branch-free with the accumulators in registers (adding +0 leaves a sum unchanged).
+// values nearest to its centre (ties to the lower index); non-finite values take no part.
+// MC > 0: M known at compile time, branch-free with the accumulators in registers (adding
+// +0 leaves a sum unchanged).
 template <typename T, int MC>
 void adm_accumulate(const T* v, int64_t n, const T* c, int M, int64_t* cnt, double* sum) {
   if (MC > 0) {
@@ -393,10 +394,12 @@ void adm_accumulate(const T* v, int64_t n, const T* c, int M, int64_t* cnt, doub
     }
     for (int64_t i = 0; i < n; ++i) {
       const T x = v[i];
+      const bool ok = common::is_finite(x);
       const int l = common::adm_nearest(x, cr, MC);
       for (int j = 0; j < MC; ++j) {
-        sr[j] += l == j ? static_cast<double>(x) : 0.0;
-        nr[j] += l == j;
+        const bool hit = ok && l == j;
+        sr[j] += hit ? static_cast<double>(x) : 0.0;
+        nr[j] += hit;
       }
     }
     for (int j = 0; j < MC; ++j) {
@@ -407,6 +410,7 @@ void adm_accumulate(const T* v, int64_t n, const T* c, int M, int64_t* cnt, doub
     std::fill(cnt, cnt + M, 0);
     std::fill(sum, sum + M, 0.0);
     for (int64_t i = 0; i < n; ++i) {
+      if (!common::is_finite(v[i])) continue;
       const int l = common::adm_nearest(v[i], c, M);
       cnt[l] += 1;
       sum[l] += static_cast<double>(v[i]);
@@ -464,18 +468,29 @@ void adm(T* heavy, int64_t B, int64_t N, int64_t M, int64_t* classes) {
   for (int64_t b = 0; b < B; ++b) {
     int64_t* out = classes + b * N;
     // Normalisation and the first centre with the reference's own ATen calls (a float64
-    // sum over the image, divided by N, rounded to T).
+    // sum over the finite values, divided by their number, rounded to T). Non-finite values
+    // are left out and go to branch 0, as adm_ref; with none, the reference's path exactly.
     at::Tensor v = at::from_blob(heavy + b * N, {N}, opts);
-    const at::Tensor lo = v.min(), hi = v.max();
-    if (!(hi > lo).item<bool>()) {  // a constant image: every pixel to the lightest branch
-      at::parallel_for(0, N, 1 << 16, [&](int64_t i0, int64_t i1) { std::fill(out + i0, out + i1, M - 1); });
+    const at::Tensor finite = at::isfinite(v);
+    const int64_t nfin = finite.sum().item<int64_t>();
+    const bool all_finite = nfin == N;
+    if (nfin == 0) {  // no decision can be made: every pixel to the heaviest branch
+      at::parallel_for(0, N, 1 << 16, [&](int64_t i0, int64_t i1) { std::fill(out + i0, out + i1, 0); });
       continue;
     }
-    v.sub_(lo).div_(hi.sub(lo));
+    const at::Tensor lo = all_finite ? v.min() : v.masked_fill(finite.logical_not(), INFINITY).min();
+    const at::Tensor hi = all_finite ? v.max() : v.masked_fill(finite.logical_not(), -INFINITY).max();
+    if (!(hi > lo).item<bool>()) {  // a constant image: every (finite) pixel to the lightest branch
+      at::parallel_for(0, N, 1 << 16, [&](int64_t i0, int64_t i1) { std::fill(out + i0, out + i1, M - 1); });
+      if (!all_finite) at::from_blob(out, {N}, at::kLong).masked_fill_(finite.logical_not(), 0);
+      continue;
+    }
+    v.sub_(lo).div_(hi.sub(lo));  // non-finite values stay non-finite
     const T* vp = heavy + b * N;
     const bool empty_to_zero = M == 2;
     if (M == 2) {
-      c[0] = v.sum(at::kDouble).div(N).to(scalar_type_of<T>()).template item<T>();
+      const at::Tensor vf = all_finite ? v : v.masked_select(finite);
+      c[0] = vf.sum(at::kDouble).div(nfin).to(scalar_type_of<T>()).template item<T>();
       c[1] = T(0);
     } else {
       for (int64_t j = 0; j < M; ++j) c[j] = T(2 * j + 1) / T(2 * M);
@@ -492,7 +507,8 @@ void adm(T* heavy, int64_t B, int64_t N, int64_t M, int64_t* classes) {
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t q) { return c[a] > c[q]; });
     for (int64_t r = 0; r < M; ++r) rank[order[r]] = r;
     at::parallel_for(0, N, 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) out[i] = rank[common::adm_nearest(vp[i], cprev.data(), Mi)];
+      for (int64_t i = i0; i < i1; ++i)
+        out[i] = common::is_finite(vp[i]) ? rank[common::adm_nearest(vp[i], cprev.data(), Mi)] : 0;
     });
   }
 }

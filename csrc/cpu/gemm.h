@@ -129,10 +129,13 @@ inline Vec<double, 32>::type vfma(Vec<double, 32>::type a, Vec<double, 32>::type
 }
 #endif
 
+// ReLU that keeps NaN, as torch.relu: `z > v ? z : v` is false for a NaN v and returns it
+// (one vmaxps with the operands in this order; `v > z ? v : z` would turn NaN into 0 and
+// hide a broken input or weight behind a plausible image).
 template <typename VT>
 inline VT vrelu_t(VT v) {
   VT z = {};
-  return v > z ? v : z;
+  return z > v ? z : v;
 }
 
 template <typename T>

@@ -18,11 +18,11 @@ __global__ void classify_kernel(Geometry<T> g, const T* __restrict__ P, int64_t 
     const int64_t x = i % g.W, y = (i / g.W) % g.H, bi = i / (g.W * g.H);
     const T* prow = P + (bi * g.h * g.w + g.iy[y] * g.w + g.ix[x]) * ptot + hd.poff;
     const T* logits = mlp_forward(hd, prow, g.ry[y], g.rx[x], a, b);
+    T p[kMaxHeads];
     if (klogc && !probs && !heavy) {
-      classes[i] = common::route_logits(logits, klogc, M);
+      classes[i] = common::route_logits(logits, klogc, M, p);
       continue;
     }
-    T p[kMaxHeads];
     for (int j = 0; j < M; ++j) p[j] = logits[j];
     common::softmax(p, M);
     if (probs)

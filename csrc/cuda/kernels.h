@@ -79,11 +79,11 @@ template <typename T>
 void launch_heavy_mass(const T* probs, int64_t n, int M, T* heavy, cudaStream_t stream);
 
 // One ADM assignment step on normalised values v [n]: acc[2j] += count, acc[2j+1] += sum
-// of the values nearest to centres[j] (acc: [2M] doubles, zeroed by the caller).
+// of the finite values nearest to centres[j] (acc: [2M] doubles, zeroed by the caller).
 template <typename T>
 void launch_adm_step(const T* v, int64_t n, int M, const T* centres, double* acc, cudaStream_t stream);
 
-// ADM labels: classes[i] = rank[nearest centre of v[i]].
+// ADM labels: classes[i] = rank[nearest centre of v[i]], or 0 where v[i] is not finite.
 template <typename T>
 void launch_adm_label(const T* v, int64_t n, int M, const T* centres, const int64_t* rank, int64_t* classes,
                       cudaStream_t stream);

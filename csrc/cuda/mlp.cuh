@@ -14,9 +14,10 @@ inline unsigned int blocks_for(int64_t n) {
   return static_cast<unsigned int>(b < 1 ? 1 : (b > cap ? cap : b));
 }
 
+// ReLU that keeps NaN, as torch.relu (`v > 0 ? v : 0` would turn NaN into 0).
 template <typename T>
 __device__ __forceinline__ T relu(T v) {
-  return v > T(0) ? v : T(0);
+  return v < T(0) ? T(0) : v;
 }
 
 // The MLP `hd` of one pixel, whose P row (already offset to the head's columns) is `prow`:

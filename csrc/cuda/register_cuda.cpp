@@ -154,17 +154,28 @@ void adm(at::Tensor heavy, int64_t M, at::Tensor classes, cudaStream_t stream) {
   for (int64_t b = 0; b < B; ++b) {
     at::Tensor v = heavy[b];
     at::Tensor cls = classes.view({B, N})[b];
-    auto mm = at::aminmax(v);
-    const at::Tensor lo = std::get<0>(mm), hi = std::get<1>(mm);
+    // Non-finite values are left out of lo/hi and of the K-means and go to branch 0, as
+    // adm_ref (the kernels skip them: after the normalisation they stay non-finite).
+    const at::Tensor finite = at::isfinite(v);
+    const int64_t nfin = finite.sum().item<int64_t>();
+    if (nfin == 0) {
+      cls.fill_(0);
+      continue;
+    }
+    const bool all_finite = nfin == N;
+    const at::Tensor lo = all_finite ? v.min() : v.masked_fill(finite.logical_not(), INFINITY).min();
+    const at::Tensor hi = all_finite ? v.max() : v.masked_fill(finite.logical_not(), -INFINITY).max();
     if (!(hi > lo).item<bool>()) {
       cls.fill_(M - 1);
+      if (!all_finite) cls.masked_fill_(finite.logical_not(), 0);
       continue;
     }
     v.sub_(lo).div_(hi.sub(lo));
     std::vector<T> c(M), cprev(M), nc(M);
     const bool empty_to_zero = M == 2;
     if (M == 2) {
-      c[0] = v.sum(at::kDouble).div(N).to(heavy.scalar_type()).template item<T>();
+      const at::Tensor vf = all_finite ? v : v.masked_select(finite);
+      c[0] = vf.sum(at::kDouble).div(nfin).to(heavy.scalar_type()).template item<T>();
       c[1] = T(0);
     } else {
       for (int64_t j = 0; j < M; ++j) c[j] = T(2 * j + 1) / T(2 * M);

@@ -22,7 +22,7 @@ __global__ void heavy_mass_kernel(const T* __restrict__ probs, int64_t n, int M,
     heavy[i] = common::heavy_mass(probs + i * M, nh);
 }
 
-// Per-cluster count and sum, reduced in shared memory per block, then one atomicAdd per
+// Per-cluster count and sum of the finite values, reduced in shared memory per block, then one atomicAdd per
 // block and cluster (doubles: the totals do not depend on the order to ~1e-16).
 template <typename T>
 __global__ void adm_step_kernel(const T* __restrict__ v, int64_t n, int M, const T* __restrict__ centres,
@@ -36,6 +36,7 @@ __global__ void adm_step_kernel(const T* __restrict__ v, int64_t n, int M, const
   for (int j = 0; j < M; ++j) cnt[j] = sum[j] = 0.0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (!common::is_finite(v[i])) continue;  // left out of ADM's statistics (branch 0)
     const int l = common::adm_nearest(v[i], c, M);
     cnt[l] += 1.0;
     sum[l] += static_cast<double>(v[i]);
@@ -60,7 +61,7 @@ __global__ void adm_label_kernel(const T* __restrict__ v, int64_t n, int M, cons
   __syncthreads();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    classes[i] = r[common::adm_nearest(v[i], c, M)];
+    classes[i] = common::is_finite(v[i]) ? r[common::adm_nearest(v[i], c, M)] : 0;
 }
 
 template <typename T>

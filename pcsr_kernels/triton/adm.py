@@ -18,6 +18,9 @@ The labels are those of the last executed assignment (from the centres kept in
 ``prev``), ranked by the final centres: highest centre -> branch 0, ties by index (a
 stable descending sort). M = 2 starts with the authors' single-centre step, which the
 same kernels run with every value in cluster 0: centres (mean, 0).
+
+Non-finite heavy mass (NaN, +-inf), as adm_ref: left out of lo/hi and of every sum and
+count, labelled branch 0.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ def _lloyd_partial_kernel(s_ptr, lo_ptr, hi_ptr, cen_ptr, done_ptr, psum_ptr, pc
         mask = offs < NI
         lo = tl.load(lo_ptr + b)
         hi = tl.load(hi_ptr + b)
-        v = tl.math.div_rn(tl.load(s_ptr + b.to(tl.int64) * NI + offs, mask=mask, other=0.0) - lo, hi - lo)
+        s = tl.load(s_ptr + b.to(tl.int64) * NI + offs, mask=mask, other=0.0)
+        mask = mask & (tl.abs(s) < float("inf"))  # finite values only (false for NaN too)
+        v = tl.math.div_rn(s - lo, hi - lo)
         lab = tl.zeros([SB], dtype=tl.int32)
         if not SINGLE:
             best = tl.abs(v - tl.load(cen_ptr + b * MP))
@@ -93,7 +98,9 @@ def _adm_label_kernel(s_ptr, lo_ptr, hi_ptr, cen_ptr, prev_ptr, out_ptr, NI,
     lo = tl.load(lo_ptr + b)
     hi = tl.load(hi_ptr + b)
     span = tl.where(hi > lo, hi - lo, 1.0)  # a constant image's labels are overwritten below
-    v = tl.math.div_rn(tl.load(s_ptr + b.to(tl.int64) * NI + offs, mask=mask, other=0.0) - lo, span)
+    s = tl.load(s_ptr + b.to(tl.int64) * NI + offs, mask=mask, other=0.0)
+    finite = tl.abs(s) < float("inf")
+    v = tl.math.div_rn(s - lo, span)
     lab = tl.zeros([SB], dtype=tl.int32)
     best = tl.abs(v - tl.load(prev_ptr + b * MP))
     for j in tl.static_range(1, M):
@@ -108,18 +115,26 @@ def _adm_label_kernel(s_ptr, lo_ptr, hi_ptr, cen_ptr, prev_ptr, out_ptr, NI,
         cj = tl.load(cen_ptr + b * MP + j)
         rank = tl.sum(((col < M) & ((cen > cj) | ((cen == cj) & (col < j)))).to(tl.int32), axis=0)
         out = tl.where(lab == j, rank, out)
-    out = tl.where(hi > lo, out, M - 1)  # a constant image (or NaN) is all light, as adm_ref
+    out = tl.where(hi > lo, out, M - 1)  # a constant image is all light, as adm_ref
+    out = tl.where(finite, out, 0)  # an unknown decision goes to the heaviest branch
     tl.store(out_ptr + b.to(tl.int64) * NI + offs, out.to(tl.int64), mask=mask)
 
 
 def adm_into(heavy: torch.Tensor, M: int, out: torch.Tensor) -> None:
     """heavy [B, NI] fp32 contiguous -> out [B, NI] int64: each row clustered as adm_ref does."""
     B, NI = heavy.shape
+    if B > 65535:  # the images are the grids' second axis, which CUDA caps at 65535
+        raise ValueError(f"the triton backend's ADM takes at most 65535 images per call, got B = {B}; "
+                         "split the batch")
     dev = heavy.device
     SB, RB = 1024, 64
     MP = max(2, triton.next_power_of_2(M))
     nblk = triton.cdiv(NI, SB)
-    lo, hi = heavy.amin(1), heavy.amax(1)  # [B]
+    # [B]: over the finite values (an image with none gets lo = inf > hi = -inf)
+    finite = torch.isfinite(heavy)
+    lo = heavy.masked_fill(~finite, float("inf")).amin(1)
+    hi = heavy.masked_fill(~finite, float("-inf")).amax(1)
+    del finite
     done = (~(hi > lo)).to(torch.int32)  # nothing to cluster in a constant image
     cen = torch.zeros(B, MP, dtype=torch.float32, device=dev)
     prev = torch.zeros_like(cen)

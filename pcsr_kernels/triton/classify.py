@@ -2,9 +2,11 @@
 
 A fixed number of programs stride over blocks of BM consecutive HR pixels (raster order
 over B*H*W); per block a program gathers the classifier's first layer from the LR
-precompute, runs the rest of the MLP (:mod:`.mlp`), and writes what the caller asked for: probabilities [B,H,W,M], the cost-aware class
-``argmax_j log(p_j) - k log(cost_j)`` (first index on ties, as torch.argmax), or the heavy
-mass ``sum_{j < NH} p_j`` that ADM clusters. Nothing per pixel is written otherwise.
+precompute, runs the rest of the MLP (:mod:`.mlp`), and writes what the caller asked for:
+probabilities [B,H,W,M], the cost-aware class ``argmax_j log(p_j) - k log(cost_j)`` (first
+index on ties, as torch.argmax; branch 0 when the probabilities are NaN, as the
+reference), or the heavy mass ``sum_{j < NH} p_j`` that ADM clusters. Nothing per pixel is
+written otherwise.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ import triton.language as tl
 from .. import reference, validate
 from . import config, pack
 from .mlp import BK, _pixel_mlp, check_tiles
+from .route import _argmax_or_zero
 
 
 @triton.jit
 def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                     first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                     first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                      klogc_ptr, probs_ptr, cls_ptr, heavy_ptr,
                      N, HW, W, hw, w,
                      M: tl.constexpr, NH: tl.constexpr, ONE_LAYER: tl.constexpr,
@@ -32,13 +35,13 @@ def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy,
     scr = scr_ptr + pid.to(tl.int64) * (2 * BM * HP)
     col = tl.arange(0, OUT_P)
     valid = (col < M)[None, :]
-    nblk = (N + BM - 1) // BM
+    nblk = (N - 1) // BM + 1  # N >= 1; N + BM - 1 could overflow int32 when N is just under 2^31
     for blk in range(pid, nblk, tl.num_programs(0)):
         pix = (tl.zeros([BM], dtype=tl.int64) + blk) * BM + tl.arange(0, BM)  # int64: B*H*W passes 2^31 for 8K batches
         mask = pix < N
         pix = tl.where(mask, pix, 0)
         logits, _, _, _ = _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                                     mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+                                     mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                                      ONE_LAYER, BM, HP, BN, BK, OUT_P, PREC)
         logits = tl.where(valid, logits, float("-inf"))
         e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
@@ -50,9 +53,7 @@ def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy,
             # log(p) as the reference takes it (an underflowed p is -inf there too).
             score = tl.log(tl.where(valid, p, 1.0)) - tl.load(klogc_ptr + col, mask=col < M, other=0.0)[None, :]
             score = tl.where(valid, score, float("-inf"))
-            best = tl.max(score, axis=1)
-            cls = tl.min(tl.where(score == best[:, None], col[None, :], OUT_P), axis=1)
-            tl.store(cls_ptr + pix, cls.to(tl.int64), mask=mask)
+            tl.store(cls_ptr + pix, _argmax_or_zero(score, col, OUT_P).to(tl.int64), mask=mask)
         if WRITE_HEAVY:
             tl.store(heavy_ptr + pix, tl.sum(tl.where((col < NH)[None, :], p, 0.0), axis=1), mask=mask)
 
@@ -72,7 +73,7 @@ def launch_classify(P: torch.Tensor, p_col: int, g: pack.Geometry, mlp: pack.Pac
     dummy = P
     _classify_kernel[(nprog,)](
         P, P.shape[1], p_col, g.iy, g.ix, g.ry, g.rx, g.cell_y, g.cell_x,
-        mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.num_mid,
+        mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.widths, mlp.num_mid,
         klogc if klogc is not None else dummy, probs if probs is not None else dummy,
         classes if classes is not None else dummy, heavy if heavy is not None else dummy,
         N, H * W, W, h * w, w,

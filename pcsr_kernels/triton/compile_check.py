@@ -52,7 +52,7 @@ def _configs(quick: bool):
             ("refine uint8", refine._refine_kernel, dict(cls_ptr="*u8"), dict(NH=1, BY=8, BX=64, IDX64=False), 4),
             ("refine int64", refine._refine_kernel, dict(cls_ptr="*i64"), dict(NH=1, BY=8, BX=64, IDX64=True), 4)]
     # the classify op (probabilities): classifiers of FSRCNN-PCSR (one Linear), CARN-PCSR, SRResNet-PCSR
-    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", cy=f32, cx=f32)
+    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", wid_ptr="*i32", cy=f32, cx=f32)
     for hidden in ([], [10], [20]):
         hp, bn = hidden_tiling(hidden[0]) if hidden else (2, 0)
         c = dict(M=2, NH=1, ONE_LAYER=not hidden, BM=BM, HP=hp, BN=max(bn, 16), BK=BK, OUT_P=16 if hidden else 2,

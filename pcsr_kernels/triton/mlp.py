@@ -36,14 +36,26 @@ def _first_layer_tile(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, n0, HP: tl.co
 
 
 @triton.jit
+def _relu_real(h, n0, width, BN: tl.constexpr):
+    """ReLU of output columns n0 .. n0+BN of a layer whose real width is ``width``; padded
+    columns are set to 0. ReLU keeps NaN (as torch.relu). Zeroing the padding matters once a
+    value is not finite: a padded unit (zero weights) would otherwise hold 0 * inf = NaN and
+    pass it, through the next layer's zero weights, to every real unit (0 * NaN = NaN) --
+    where the reference, which has no padding, may hold +-inf."""
+    keep = (n0 + tl.arange(0, BN)) < width
+    return tl.where(keep[None, :], tl.maximum(h, 0.0, propagate_nan=tl.PropagateNan.ALL), 0.0)
+
+
+@triton.jit
 def _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask,
-               scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+               scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                OUT_P: tl.constexpr, PREC: tl.constexpr):
     """Every layer of the MLP for BM pixels: returns the last layer's output [BM, OUT_P].
 
     scr_ptr: this program's scratch, 2 * BM * HP floats. The barriers order the block's
     writes of a buffer before its reads, and its reads before the next overwrite.
+    wid_ptr: the real output width of each hidden layer (int32), for :func:`_relu_real`.
     """
     rows = tl.arange(0, BM)
     cn = tl.arange(0, BN)
@@ -51,19 +63,21 @@ def _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask,
     src = scr_ptr
     dst = scr_ptr + BM * HP
     tl.debug_barrier()  # the previous block's last reads of src are done
+    width = tl.load(wid_ptr)
     for n0 in tl.static_range(0, HP, BN):
         h = _first_layer_tile(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, n0, HP, BN)
-        tl.store(src + rows[:, None] * HP + (n0 + cn)[None, :], tl.maximum(h, 0.0))
+        tl.store(src + rows[:, None] * HP + (n0 + cn)[None, :], _relu_real(h, n0, width, BN))
     for l in range(NUM_MID):
         tl.debug_barrier()
         w = wmid_ptr + l * HP * HP
+        width = tl.load(wid_ptr + 1 + l)
         for n0 in tl.static_range(0, HP, BN):
             acc = tl.zeros([BM, BN], dtype=tl.float32)
             for k0 in range(0, HP, BK):
                 a = tl.load(src + rows[:, None] * HP + (k0 + ck)[None, :])
                 acc = tl.dot(a, tl.load(w + (k0 + ck)[:, None] * HP + (n0 + cn)[None, :]), acc, input_precision=PREC)
             acc += tl.load(bmid_ptr + l * HP + n0 + cn)[None, :]
-            tl.store(dst + rows[:, None] * HP + (n0 + cn)[None, :], tl.maximum(acc, 0.0))
+            tl.store(dst + rows[:, None] * HP + (n0 + cn)[None, :], _relu_real(acc, n0, width, BN))
         t = src
         src = dst
         dst = t
@@ -84,7 +98,7 @@ def _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P: tl.constex
 
 @triton.jit
 def _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx, mask,
-               first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+               first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
                ONE_LAYER: tl.constexpr, BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                OUT_P: tl.constexpr, PREC: tl.constexpr):
     """The MLP at BM HR pixels given by their raster index ``pix`` into B*H*W (masked lanes
@@ -102,7 +116,7 @@ def _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr
         out = _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P)
     else:
         out = _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, scr_ptr, wmid_ptr, bmid_ptr,
-                         wlast_ptr, blast_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
+                         wlast_ptr, blast_ptr, wid_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
     return out, b, y, x
 
 

@@ -15,12 +15,14 @@ than HR pixels) and the rest into five vectors. Layout, fp32, zero padded::
     bmid   [max(L-2,1), HP]
     wlast  [HP, OUT_P]       W_{L-1}^T
     blast  [OUT_P]
+    widths [max(L-1,1)]      int32: the real output width of each hidden layer
 
 ``HP``: the hidden width padded to a multiple of ``BN``, the width of one output tile of a
 layer (64, 32 or 16: the largest whose padding costs at most 30% more FLOPs, else the
 tightest; 170 -> 192 in tiles of 64, 74 -> 80 in tiles of 16, 40 -> 48, 10 -> 16). Zero
 padding is exact: a padded unit has zero weights and bias, ReLU(0) = 0, and it feeds
-nothing. With a single Linear (no dot) ``HP = OUT_P``, the output width padded to a power
+nothing (the kernels also zero the padded units of every hidden layer, see
+``mlp._relu_real``: with an infinite input, 0 * inf would make them NaN). With a single Linear (no dot) ``HP = OUT_P``, the output width padded to a power
 of two.
 
 The cache key holds each tensor's identity (a weak reference, so a freed tensor whose
@@ -76,6 +78,7 @@ class PackedMLP:
     bmid: torch.Tensor
     wlast: torch.Tensor
     blast: torch.Tensor
+    widths: torch.Tensor
 
     @property
     def num_mid(self) -> int:
@@ -112,7 +115,8 @@ def _pack(params: Sequence[torch.Tensor], D: int, tiling=None) -> PackedMLP:
     if L > 1:
         wlast[: W[-1].shape[1], :out] = W[-1].t()
         blast[:out] = b[-1]
-    return PackedMLP(D, out, L, HP, BN, out_p, wz, first, wmid, bmid, wlast, blast)
+    widths = torch.tensor([w.shape[0] for w in W[:-1]] or [out], dtype=torch.int32, device=dev)
+    return PackedMLP(D, out, L, HP, BN, out_p, wz, first, wmid, bmid, wlast, blast, widths)
 
 
 _CACHE_SIZE = 16

@@ -1,7 +1,7 @@
 """route: the routing decision from given probabilities [B, H, W, M].
 
 Cost-aware: one kernel, ``argmax_j log(p_j) - k log(cost_j)`` per pixel (first index on
-ties, as torch.argmax), with ``k log(cost)`` computed by the same torch expression as the
+ties, as torch.argmax; branch 0 when a score is NaN, as the reference), with ``k log(cost)`` computed by the same torch expression as the
 reference. Adaptive: the heavy mass ``sum_{j < (M+1)//2} p_j`` (the reference's torch
 expression, so the values are bit-identical), then ADM on the device (:mod:`.adm`).
 """
@@ -25,9 +25,19 @@ def _route_kernel(probs_ptr, klogc_ptr, cls_ptr, N, M: tl.constexpr, MP: tl.cons
     valid = (col < M)[None, :]
     p = tl.load(probs_ptr + pix[:, None] * M + col[None, :], mask=mask[:, None] & valid, other=1.0)  # [BLOCK, MP]
     score = tl.where(valid, tl.log(p) - tl.load(klogc_ptr + col, mask=col < M, other=0.0)[None, :], float("-inf"))
+    tl.store(cls_ptr + pix, _argmax_or_zero(score, col, MP).to(tl.int64), mask=mask)
+
+
+@triton.jit
+def _argmax_or_zero(score, col, MP: tl.constexpr):
+    """Per row of score [rows, MP]: the first index of the maximum (+-inf compare as
+    numbers), or 0 when the row holds a NaN (the reference's rule: an unknown decision goes
+    to the heaviest branch). Padded columns must hold -inf. NaN is tested explicitly:
+    tl.max skips NaN on the GPU, and a row of NaN would match no column at all."""
+    nan = tl.max((score != score).to(tl.int32), axis=1) > 0
     best = tl.max(score, axis=1)
     cls = tl.min(tl.where(score == best[:, None], col[None, :], MP), axis=1)
-    tl.store(cls_ptr + pix, cls.to(tl.int64), mask=mask)
+    return tl.where(nan, 0, cls)
 
 
 def launch_route(probs: torch.Tensor, klogc: torch.Tensor, classes: torch.Tensor) -> None:
