@@ -150,7 +150,7 @@ def _compiled(mod):
             x = x.contiguous(memory_format=torch.channels_last)
         with arithmetic(form, x.device.type):
             y = core(x)
-        return y.to(torch.float32, memory_format=torch.contiguous_format)
+        return y.to(x.dtype).contiguous()
     return call
 
 

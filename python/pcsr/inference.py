@@ -122,7 +122,8 @@ class PreparedBackbone(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with arithmetic(self.form, x.device.type):
             y = self.core(x)
-        return y.to(dtype, memory_format=torch.contiguous_format)
+        # .contiguous(): channels_last back to NCHW, and the padded SRResNet's channel slice
+        return y.to(dtype).contiguous()
 
 
 def prepare_backbone(backbone: nn.Module, form: Form) -> PreparedBackbone:

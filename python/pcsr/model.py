@@ -189,13 +189,21 @@ class PCSR(nn.Module):
     def normalise(self, lr: torch.Tensor) -> torch.Tensor:
         return (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
 
+    def compile_for(self, shape: Sequence[int], **kwargs):
+        """``sr = run(lr)`` for inputs of exactly ``shape``, prepared once (a CUDA graph on
+        CUDA): :class:`pcsr.compiled.CompiledModel` (``precision``, ``graph``, ``warmup``)."""
+        from .compiled import CompiledModel
+
+        return CompiledModel(self, shape, **kwargs)
+
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.rgb_std.to(x) + self.rgb_mean.to(x)
 
     @torch.no_grad()
     def forward(self, lr: torch.Tensor, scale: float | None = None, out_size: Sequence[int] | None = None,
                 k: float = 0.0, adaptive: bool = False, refine: bool = True,
-                max_memory: int | None = None, precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                max_memory: int | None = None, precision: str | None = None,
+                backbone_precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Upscale a batch of LR images in [0, 1]: ``(sr [B,3,H,W], classes [B,H,W])``.
 
         ``sr`` is not clamped (the paper's protocol measures the unclamped output).
@@ -211,7 +219,9 @@ class PCSR(nn.Module):
         ``precision`` (``None``: :func:`pcsr_kernels.get_precision`) is the arithmetic of the
         backbone and the upsampler MLPs (:mod:`pcsr.inference` says what each mode means for
         the backbone; the classifier is always fp32). The backbone runs in the device's
-        fastest form that computes the same function (:meth:`_runtime_backbone`).
+        fastest form that computes the same function (:meth:`_runtime_backbone`);
+        ``backbone_precision`` sets the backbone's arithmetic alone (default: ``precision``),
+        e.g. to measure the kernels' modes with an fp32 backbone.
 
         Under ``torch.compile`` (``fullgraph=True`` works) the input's values are not
         range-checked and no memory estimate is made (both read data back to the host),
@@ -229,7 +239,11 @@ class PCSR(nn.Module):
             precision = _precision(precision)
             self._check_memory(lr, H, W, adaptive, refine, max_memory)
         x = self.normalise(lr)
-        feat = self.backbone(x) if compiling else self._runtime_backbone(x.device.type, precision)(x)
+        if compiling:
+            feat = self.backbone(x)
+        else:
+            bb_precision = precision if backbone_precision is None else _precision(backbone_precision)
+            feat = self._runtime_backbone(x.device.type, bb_precision)(x)
         cost = self.cost(scale).to(device=feat.device, dtype=feat.dtype)
         ups = [p for u in self.upsamplers for p in u.flat_params()]
         depths = [len(u.widths) - 1 for u in self.upsamplers]
@@ -239,6 +253,16 @@ class PCSR(nn.Module):
         # In place: the op's output is ours, and a second HR-sized copy is what the memory
         # estimate leaves out. Same two roundings as denormalise().
         return sr.mul_(self.rgb_std.to(sr)).add_(self.rgb_mean.to(sr)), classes
+
+    def compile_for(self, shape: Sequence[int], **kwargs):
+        """This model's inference for inputs of exactly ``shape`` ``[B, 3, h, w]``, prepared
+        once and, on CUDA, captured in a CUDA graph: a callable ``run(lr) -> (sr, classes)``.
+        Keyword arguments: ``scale`` / ``out_size``, ``k``, ``adaptive``, ``refine``,
+        ``precision``, ``graph``, ``warmup``, ``max_memory``
+        (:class:`pcsr.compiled.CompiledModel`)."""
+        from .compiled import CompiledModel
+
+        return CompiledModel(self, shape, **kwargs)
 
     def _check_memory(self, lr: torch.Tensor, H: int, W: int, adaptive: bool, refine: bool,
                       max_memory: int | None) -> None:
@@ -419,6 +443,13 @@ class SRModel(nn.Module):
 
     def normalise(self, lr: torch.Tensor) -> torch.Tensor:
         return (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
+
+    def compile_for(self, shape: Sequence[int], **kwargs):
+        """``sr = run(lr)`` for inputs of exactly ``shape``, prepared once (a CUDA graph on
+        CUDA): :class:`pcsr.compiled.CompiledModel` (``precision``, ``graph``, ``warmup``)."""
+        from .compiled import CompiledModel
+
+        return CompiledModel(self, shape, **kwargs)
 
     def flops(self, lr_shape: Sequence[int]) -> int:
         """FLOPs of one forward on an input of ``lr_shape``, official counting rules."""
