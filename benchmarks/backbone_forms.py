@@ -74,6 +74,9 @@ def run(args) -> int:
     h, w = H // wl.SCALE, W // wl.SCALE
     lr, src = wl.make_lr(h, w, device)
     lr = lr.expand(args.batch, -1, -1, -1).contiguous()
+    if device.type == "cuda":
+        # static shapes: let cuDNN time its algorithms once per convolution, as compile_for does
+        torch.backends.cudnn.benchmark = True
     forms = args.forms.split(",") if args.forms else (
         ["nchw", "cl", "pad", "cl+pad", "cl+bf16", "default"] if device.type == "cpu"
         else ["nchw", "cl", "cl+pad", "cl+tf32", "cl+pad+tf32", "cl+bf16", "cl+pad+bf16", "default"])

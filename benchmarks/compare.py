@@ -488,14 +488,17 @@ def run_e2e(args, device) -> int:
     env = timing.environment(device)
     log(f"device {env['device_name']}; e2e: {', '.join(args.variants_list)} x {', '.join(args.sizes_list)} x "
         f"{', '.join(args.precisions_list)} x batch {', '.join(map(str, args.batch_list))}")
-    rows = e2e.bench_e2e(args, device, env, log)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def emit(pair):  # each measured pair is appended at once: a time limit keeps what was done
+        if args.csv:
+            append_csv(args.csv, e2e.csv_rows(pair, env, args, device, now))
+    rows = e2e.bench_e2e(args, device, env, log, emit)
     table = e2e.markdown(rows, env, args)
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.csv and rows:
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        append_csv(args.csv, e2e.csv_rows(rows, env, args, device, now))
         log(f"appended {len(rows)} rows to {args.csv}")
     return 0
 

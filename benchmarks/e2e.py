@@ -54,8 +54,9 @@ def _rel(a, b) -> float:
 
 
 @torch.no_grad()
-def bench_e2e(args, device, env, log) -> list[dict]:
-    """Rows (dicts in compare.py's CSV columns) for every (variant, size, precision, batch)."""
+def bench_e2e(args, device, env, log, emit=None) -> list[dict]:
+    """Rows for every (variant, size, precision, batch); ``emit(pair of rows)`` is called as
+    soon as a pair is measured (so that a run stopped by a time limit keeps what it did)."""
     sizes = [wl.parse_size(s) for s in args.sizes_list]
     variants = [wl.parse_variant(s) for s in args.variants_list]
     precisions = args.precisions_list
@@ -120,6 +121,8 @@ def bench_e2e(args, device, env, log) -> list[dict]:
                     rows.append(dict(common, op="e2e_fps", backend="torch", model=v.original_name, stats=so_,
                                      gflops=g_o, gflops_real=r_o, heavy=None, time_ratio=1.0, flops_ratio=1.0,
                                      real_flops_ratio=1.0))
+                    if emit is not None:
+                        emit(rows[-2:])
                     del run_p, run_o
                     if device.type == "cuda":
                         torch.cuda.empty_cache()

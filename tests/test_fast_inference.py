@@ -264,6 +264,18 @@ def _cuda_triton():
         pytest.skip("needs CUDA and the triton backend")
 
 
+def _agree(sr, cls, ref_sr, ref_cls, precision):
+    """Classes may flip where the two runs' rounding differs near a tie (cuDNN picks other
+    algorithms under cudnn.benchmark); values are compared where the class agrees, as a
+    relative L2 error: 1e-4 in fp32 (algorithm changes alone), 1e-2 in bf16."""
+    flips = float((cls != ref_cls).double().mean())
+    same = (cls == ref_cls).unsqueeze(1).expand_as(sr)
+    a, b = sr[same].double(), ref_sr[same].double()
+    rel = float((a - b).norm() / b.norm())
+    bf16 = precision == "bf16"
+    assert flips <= (1e-2 if bf16 else 1e-3) and rel <= (1e-2 if bf16 else 1e-4), (flips, rel)
+
+
 @needs_cuda
 @pytest.mark.parametrize("precision", ["ieee", "bf16"])
 def test_compile_for_cuda_graph_replay_equals_eager(precision):
@@ -272,18 +284,14 @@ def test_compile_for_cuda_graph_replay_equals_eager(precision):
     lr = torch.rand(2, 3, 33, 47, device="cuda")
     run = m.compile_for(lr.shape, scale=4, precision=precision)
     assert run.graph
-    ref_sr, ref_cls = m(lr, scale=4, precision=precision)
     for _ in range(2):  # a replay reads the new input, not the capture's
-        sr, cls = run(lr)
-        assert (cls != ref_cls).float().mean() <= 1e-3
-        same = (cls == ref_cls).unsqueeze(1).expand_as(sr)
-        tol = 1e-4 if precision == "ieee" else 2e-2
-        torch.testing.assert_close(sr[same], ref_sr[same], rtol=tol, atol=tol)
-        lr = torch.rand_like(lr)
         ref_sr, ref_cls = m(lr, scale=4, precision=precision)
+        sr, cls = run(lr)
+        _agree(sr, cls, ref_sr, ref_cls, precision)
+        lr = torch.rand_like(lr)
     orig = SRModel("carn", dict(nf=16, group=4, scale=4)).eval().cuda()
-    torch.testing.assert_close(orig.compile_for(lr.shape, precision=precision)(lr), orig(lr, precision=precision),
-                               rtol=1e-3, atol=1e-3)
+    got, ref = orig.compile_for(lr.shape, precision=precision)(lr), orig(lr, precision=precision)
+    assert float((got - ref).norm() / ref.norm()) <= (1e-2 if precision == "bf16" else 1e-4)
 
 
 @needs_cuda
@@ -295,21 +303,6 @@ def test_padded_backbone_on_cuda_equals_unpadded():
             ref = prepare_backbone(m, Form(channels_last=False))(x)
             got = prepare_backbone(m, default_form("cuda", "ieee"))(x)
         assert float((got - ref).norm() / ref.norm()) <= 1e-5, name
-
-
-@needs_cuda
-def test_torch_compile_inductor_on_cuda_equals_eager():
-    _cuda_triton()
-    m = _small_pcsr().cuda()
-    lr = torch.rand(1, 3, 16, 20, device="cuda")
-    ref_sr, ref_cls = m(lr, scale=4, precision="ieee")
-    torch._dynamo.reset()
-    with pcsr_kernels.use_precision("ieee"):
-        sr, cls = torch.compile(m, fullgraph=True)(lr, scale=4)
-    assert (cls != ref_cls).float().mean() <= 1e-3
-    same = (cls == ref_cls).unsqueeze(1).expand_as(sr)
-    # Inductor's convolutions may use TF32 (PyTorch's default for cuDNN): 1e-3
-    torch.testing.assert_close(sr[same], ref_sr[same], rtol=1e-3, atol=1e-3)
 
 
 @needs_cuda
@@ -327,3 +320,39 @@ def test_stream_batches_on_cuda_equals_direct_calls():
         assert sr.device.type == "cpu" and sr.is_pinned()
         ref_sr, ref_cls = run(prep(f.cuda()))
         assert torch.equal(cls, ref_cls.cpu()) and torch.equal(sr, ref_sr.cpu())
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["carn-pcsr-phase1.pth", "fsrcnn-pcsr-phase1.pth"])
+def test_bf16_end_to_end_psnr_on_the_demo_image_cuda(name):
+    """bf16 (backbone autocast and the Triton MLPs) against ieee, both as compile_for's CUDA
+    graph, on the whole demo image: the issue's budget, |dPSNR| <= 0.02 dB."""
+    _cuda_triton()
+    from pcsr import checkpoint
+    from pcsr.evaluate import centre_crop
+    from pcsr.imageio import load_image
+    from pcsr.imresize import imresize
+    from pcsr.metrics import psnr
+
+    model = checkpoint.load(official_file(name), "cuda")
+    hr = centre_crop(load_image(official_file("demo_HR.png")).rgb.cuda(), 4)[None]
+    lr = imresize(hr, size=(hr.shape[-2] // 4, hr.shape[-1] // 4))
+    out = {}
+    for prec in ("ieee", "bf16"):
+        sr, _ = model.compile_for(lr.shape, scale=4, precision=prec)(lr)
+        out[prec] = psnr(sr, hr, shave=4)
+    print(name, {k: round(v, 4) for k, v in out.items()}, f"d = {out['bf16'] - out['ieee']:+.4f} dB")
+    assert abs(out["bf16"] - out["ieee"]) <= 0.02
+
+
+@needs_cuda
+def test_torch_compile_inductor_on_cuda_equals_eager():
+    _cuda_triton()
+    m = _small_pcsr().cuda()
+    lr = torch.rand(1, 3, 16, 20, device="cuda")
+    ref_sr, ref_cls = m(lr, scale=4, precision="ieee")
+    torch._dynamo.reset()
+    with pcsr_kernels.use_precision("ieee"):
+        sr, cls = torch.compile(m, fullgraph=True)(lr, scale=4)
+    # Inductor's convolutions follow PyTorch's own TF32 default for cuDNN (on): bf16's bound
+    _agree(sr, cls, ref_sr, ref_cls, "bf16")

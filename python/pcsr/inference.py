@@ -102,7 +102,8 @@ def arithmetic(form: Form, device_type: str, benchmark: bool | None = None):
                 torch.backends.cudnn.benchmark = bool(benchmark)
                 stack.callback(setattr, torch.backends.cudnn, "benchmark", old_b)
         if form.autocast is not None:
-            stack.enter_context(torch.autocast(device_type, dtype=form.autocast))
+            # no weight-cast cache: a cast cached across a CUDA-graph capture would outlive it
+            stack.enter_context(torch.autocast(device_type, dtype=form.autocast, cache_enabled=False))
         yield
 
 
