@@ -189,13 +189,6 @@ class PCSR(nn.Module):
     def normalise(self, lr: torch.Tensor) -> torch.Tensor:
         return (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
 
-    def compile_for(self, shape: Sequence[int], **kwargs):
-        """``sr = run(lr)`` for inputs of exactly ``shape``, prepared once (a CUDA graph on
-        CUDA): :class:`pcsr.compiled.CompiledModel` (``precision``, ``graph``, ``warmup``)."""
-        from .compiled import CompiledModel
-
-        return CompiledModel(self, shape, **kwargs)
-
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.rgb_std.to(x) + self.rgb_mean.to(x)
 
