@@ -9,8 +9,9 @@ CUDA graph per (network, shape, precision), replayed; on the CPU the prepared ea
 (the backbone in the device's fastest form, :mod:`pcsr.inference`). Before anything is
 timed, each compiled call is checked against the plain eager model at the same precision
 (PCSR: :func:`workloads.agreement`; the original: relative L2 error <= 1e-4, 2e-2 in bf16),
-and a batch's outputs against batch 1's. Then both are timed in interleaved rounds and the
-ratio is taken within the run. A time is one call on the whole batch (the input already on
+each item of a batch against batch 1's. Then PCSR and the original at every precision of
+the run are timed together in interleaved rounds (one call of each per round), so that
+every ratio -- PCSR / original, bf16 / ieee -- is taken within one run. A time is one call on the whole batch (the input already on
 the device; uploads are :func:`pcsr.frames.stream_batches`' business); fps = batch / time.
 
 FLOPs, both per call: ``gflops`` by the paper's rules (:mod:`pcsr.flops`), ``gflops_real``
@@ -55,8 +56,10 @@ def _rel(a, b) -> float:
 
 @torch.no_grad()
 def bench_e2e(args, device, env, log, emit=None) -> list[dict]:
-    """Rows for every (variant, size, precision, batch); ``emit(pair of rows)`` is called as
-    soon as a pair is measured (so that a run stopped by a time limit keeps what it did)."""
+    """Rows for every (variant, size, batch, precision). The precisions of one (variant, size,
+    batch) are timed together, PCSR and original, in one interleaved run, so that their
+    ratios are taken within it too; ``emit(rows)`` is called as soon as such a group is
+    measured (a run stopped by a time limit keeps what it did)."""
     sizes = [wl.parse_size(s) for s in args.sizes_list]
     variants = [wl.parse_variant(s) for s in args.variants_list]
     precisions = args.precisions_list
@@ -75,11 +78,13 @@ def bench_e2e(args, device, env, log, emit=None) -> list[dict]:
             lr1, src = wl.make_lr(h, w, device)
             if msrc == "random":
                 wl.calibrate_heavy_fraction(model, lr1, args.heavy_fraction)
-            for prec in precisions:
-                ref_sr, ref_cls = model(lr1, out_size=(H, W), precision=prec, **rkw)
-                ref_o = original(lr1, precision=prec)
-                for B in batches:
-                    lr = lr1.expand(B, -1, -1, -1).contiguous()
+            # the eager model at each precision: what the compiled calls are checked against
+            refs = {p: (*model(lr1, out_size=(H, W), precision=p, **rkw), original(lr1, precision=p))
+                    for p in precisions}
+            for B in batches:
+                lr = lr1.expand(B, -1, -1, -1).contiguous()
+                runs, info = {}, {}
+                for prec in precisions:
                     tag = f"{v.name} {label} {prec} batch {B} ({mode})"
                     try:
                         run_p = model.compile_for(lr.shape, out_size=(H, W), precision=prec, graph=graph, **rkw)
@@ -89,43 +94,49 @@ def bench_e2e(args, device, env, log, emit=None) -> list[dict]:
                     except Exception as e:  # noqa: BLE001 - report, do not time
                         log(f"  {tag}: FAILED to compile or run ({type(e).__name__}: {str(e)[:300]})")
                         continue
-                    oks = []
-                    for i in range(B):
-                        ok, msg = wl.agreement(sr[i:i + 1], cls[i:i + 1], ref_sr, ref_cls)
-                        oks.append(ok)
+                    ref_sr, ref_cls, ref_o = refs[prec]
+                    checks = [wl.agreement(sr[i:i + 1], cls[i:i + 1], ref_sr, ref_cls) for i in range(B)]
                     err_o = max(_rel(so[i:i + 1], ref_o) for i in range(B))
-                    ok_o = err_o <= ORIGINAL_BOUND.get(prec, 1e-4)
-                    log(f"  check {tag}: PCSR {'ok' if all(oks) else 'FAILED'} ({msg}); "
+                    ok_p, ok_o = all(ok for ok, _ in checks), err_o <= ORIGINAL_BOUND.get(prec, 1e-4)
+                    log(f"  check {tag}: PCSR {'ok' if ok_p else 'FAILED'} ({checks[-1][1]}); "
                         f"original rel. error {err_o:.1e} {'ok' if ok_o else 'FAILED'}")
-                    if not (all(oks) and ok_o):
-                        del run_p, run_o
+                    if not (ok_p and ok_o):
                         continue
-                    heavy = float((cls < model.num_heavy).double().mean())
-                    g_p = model.flops(lr.shape, cls) / 1e9
-                    g_o = original.flops(lr.shape) / 1e9
-                    r_p = pcsr_real_flops(model, lr.shape, cls) / 1e9
-                    r_o = network_real_flops(original, lr.shape) / 1e9
+                    runs[prec] = (run_p, run_o)
+                    info[prec] = dict(heavy=float((cls < model.num_heavy).double().mean()),
+                                      g_p=model.flops(lr.shape, cls) / 1e9, g_o=original.flops(lr.shape) / 1e9,
+                                      r_p=pcsr_real_flops(model, lr.shape, cls) / 1e9,
+                                      r_o=network_real_flops(original, lr.shape) / 1e9)
                     del sr, cls, so
-                    stats = _interleaved({"pcsr": lambda: run_p(lr, copy=False), "original": lambda: run_o(lr, copy=False)},
-                                         device, args.repeat, args.min_repeat, args.budget)
-                    sp, so_ = stats["pcsr"], stats["original"]
+                if not runs:
+                    continue
+                fns = {}
+                for prec, (run_p, run_o) in runs.items():
+                    fns[("pcsr", prec)] = lambda r=run_p: r(lr, copy=False)
+                    fns[("original", prec)] = lambda r=run_o: r(lr, copy=False)
+                stats = _interleaved(fns, device, args.repeat, args.min_repeat, args.budget)
+                group = []
+                for prec, d in info.items():
+                    sp, so_ = stats[("pcsr", prec)], stats[("original", prec)]
                     ratio = sp.median / so_.median
-                    log(f"  {tag}: PCSR {1e3 * sp.median:.2f} ms ({B / sp.median:.1f} fps), original "
-                        f"{1e3 * so_.median:.2f} ms ({B / so_.median:.1f} fps), time ratio {ratio:.3f}, "
-                        f"FLOP ratio paper {g_p / g_o:.3f} real {r_p / r_o:.3f}")
+                    log(f"  {v.name} {label} {prec} batch {B} ({mode}): PCSR {1e3 * sp.median:.2f} ms "
+                        f"({B / sp.median:.1f} fps), original {1e3 * so_.median:.2f} ms ({B / so_.median:.1f} fps), "
+                        f"time ratio {ratio:.3f}, FLOP ratio paper {d['g_p'] / d['g_o']:.3f} real "
+                        f"{d['r_p'] / d['r_o']:.3f}")
                     common = dict(variant=v.key, size=label, height=H, width=W, precision=prec, weights=weights,
                                   batch=B, mode=mode)
-                    rows.append(dict(common, op="e2e_fps", backend=backend, model=v.name, stats=sp, gflops=g_p,
-                                     gflops_real=r_p, heavy=heavy, time_ratio=ratio, flops_ratio=g_p / g_o,
-                                     real_flops_ratio=r_p / r_o))
-                    rows.append(dict(common, op="e2e_fps", backend="torch", model=v.original_name, stats=so_,
-                                     gflops=g_o, gflops_real=r_o, heavy=None, time_ratio=1.0, flops_ratio=1.0,
-                                     real_flops_ratio=1.0))
-                    if emit is not None:
-                        emit(rows[-2:])
-                    del run_p, run_o
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    group.append(dict(common, op="e2e_fps", backend=backend, model=v.name, stats=sp, gflops=d["g_p"],
+                                      gflops_real=d["r_p"], heavy=d["heavy"], time_ratio=ratio,
+                                      flops_ratio=d["g_p"] / d["g_o"], real_flops_ratio=d["r_p"] / d["r_o"]))
+                    group.append(dict(common, op="e2e_fps", backend="torch", model=v.original_name, stats=so_,
+                                      gflops=d["g_o"], gflops_real=d["r_o"], heavy=None, time_ratio=1.0,
+                                      flops_ratio=1.0, real_flops_ratio=1.0))
+                rows += group
+                if emit is not None:
+                    emit(group)
+                del runs, fns
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     return rows
 
 
