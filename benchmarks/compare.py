@@ -25,6 +25,10 @@ reason. GFLOPs follow the paper's counting rules (``pcsr.flops``).
 
 Output: markdown tables on stdout; with ``--csv`` one row per measurement appended to the
 file (the header is written when the file is new).
+
+``--e2e`` measures something else: frames per second of PCSR and its original network as
+``compile_for`` prepares them (CUDA graphs on a GPU), per variant x precision x size x
+batch, with the paper's and the executed FLOPs; see ``e2e.py``.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ import workloads as wl  # noqa: E402
 CSV_FIELDS = ["op", "backend", "model", "variant", "size", "height", "width", "device", "device_name",
               "k", "adaptive", "refine", "precision", "weights", "median_ms", "p20_ms", "p80_ms", "n", "gflops",
               "gflop_per_s", "peak_mb", "heavy_fraction", "time_ratio", "flops_ratio",
+              "batch", "mode", "fps", "gflops_real", "real_flops_ratio",
               "torch", "triton", "commit", "timestamp"]
 PCSR_PROVIDERS = ("cpu", "triton", "cuda", "reference", "official")
 ALL_PROVIDERS = PCSR_PROVIDERS + ("original",)
@@ -88,6 +93,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-stages", action="store_true", help="skip the per-stage timings")
     p.add_argument("--no-memory", action="store_true", help="do not sample the memory during the warm-up calls")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU runs")
+    p.add_argument("--e2e", action="store_true",
+                   help="frames per second of PCSR and the original, compiled for the shape (CUDA graphs on a "
+                        "GPU), per variant x precision x size x batch (e2e.py); default sizes 1k on CPU, 4k on CUDA")
+    p.add_argument("--precisions", default=None,
+                   help="--e2e: comma-separated precisions (default: --precision, else ieee on CPU, "
+                        "bf16,tf32,ieee on CUDA)")
+    p.add_argument("--batch", default=None, help="--e2e: comma-separated batch sizes (default 1 on CPU, 1,2,4 on CUDA)")
+    p.add_argument("--no-graph", action="store_true", help="--e2e on CUDA: prepared eager calls, no CUDA graphs")
     p.add_argument("--csv", metavar="FILE", help="append one row per measurement to FILE")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     return p
@@ -416,6 +429,8 @@ def run(args) -> int:
         pcsr_kernels.set_precision(args.precision)
     args.repeat = args.repeat or (5 if on_cpu else 20)
     args.budget = args.budget if args.budget is not None else (40.0 if on_cpu else 10.0)
+    if args.e2e:
+        return run_e2e(args, device)
     sizes = [wl.parse_size(s) for s in (args.sizes or ("2k" if on_cpu else "1k,2k,4k,8k")).split(",")]
     variants = [wl.parse_variant(s) for s in (args.variants or ("fsrcnn,carn" if on_cpu else
                                                                 "fsrcnn,carn,srresnet")).split(",")]
@@ -448,6 +463,43 @@ def run(args) -> int:
     if args.csv:
         append_csv(args.csv, csv_rows(results, env, args, device))
         log(f"appended {sum(len(rows) for _, _, rows, _ in results)} rows to {args.csv}")
+    return 0
+
+
+def run_e2e(args, device) -> int:
+    import e2e
+
+    on_cpu = device.type == "cpu"
+    try:
+        args.sizes_list = [s for s in (args.sizes or ("1k" if on_cpu else "4k")).split(",")]
+        for s in args.sizes_list:
+            wl.parse_size(s)
+        args.variants_list = (args.variants or "fsrcnn,carn,srresnet").split(",")
+        for s in args.variants_list:
+            wl.parse_variant(s)
+        precs = args.precisions or args.precision or ("ieee" if on_cpu else "bf16,tf32,ieee")
+        args.precisions_list = [pcsr_kernels.precision.check(p.strip(), "--precisions") for p in precs.split(",")]
+        args.batch_list = [int(b) for b in (args.batch or ("1" if on_cpu else "1,2,4")).split(",")]
+    except ValueError as e:
+        raise SystemExit(f"compare --e2e: {e}") from None
+    if any(b < 1 for b in args.batch_list):
+        raise SystemExit(f"compare --e2e: --batch sizes must be >= 1, got {args.batch}")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    env = timing.environment(device)
+    log(f"device {env['device_name']}; e2e: {', '.join(args.variants_list)} x {', '.join(args.sizes_list)} x "
+        f"{', '.join(args.precisions_list)} x batch {', '.join(map(str, args.batch_list))}")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def emit(pair):  # each measured pair is appended at once: a time limit keeps what was done
+        if args.csv:
+            append_csv(args.csv, e2e.csv_rows(pair, env, args, device, now))
+    rows = e2e.bench_e2e(args, device, env, log, emit)
+    table = e2e.markdown(rows, env, args)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if args.csv and rows:
+        log(f"appended {len(rows)} rows to {args.csv}")
     return 0
 
 

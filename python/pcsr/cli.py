@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--original", help="the original (non-PCSR) model to compare with")
     ev.add_argument("--scale", type=int, default=4, help="integer scale (default 4)")
     _add_routing(ev)
+    ev.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="timed calls per image and model, after the untimed first call whose output is "
+                         "evaluated (it also prepares the model and compiles kernels); seconds = their median "
+                         "(default 1; 0: no timing)")
     ev.add_argument("--json", metavar="FILE", help="write the records as JSON")
     _add_device(ev)
     ev.set_defaults(func=cmd_eval)
@@ -248,6 +252,8 @@ def cmd_eval(args) -> int:
             raise UsageError(f"--json: {e}") from None
     if args.scale < 1:
         raise UsageError(f"--scale must be a positive integer, got {args.scale}")
+    if args.repeat < 0:
+        raise UsageError(f"--repeat must be >= 0, got {args.repeat}")
     device = _setup(args)
     model = _load(args.model, device)
     original = _load(args.original, device, "--original") if args.original else None
@@ -256,15 +262,19 @@ def cmd_eval(args) -> int:
         try:
             hr = load_image(p).rgb
             rec = evaluate(model, hr, args.scale, k=args.k, adaptive=args.adaptive, refine=not args.no_refine,
-                           original=original)
+                           original=original, repeat=args.repeat)
         except (ImageError, TypeError, ValueError) as e:
             raise UsageError(f"{p}: {e}") from None
         rec = {"image": str(p), **rec}
         records.append(rec)
     _print_table(records, original is not None)
+    if args.repeat:
+        print(f"seconds: model forward, median of {args.repeat} warm call{'s' * (args.repeat != 1)} per image "
+              "(after one untimed call)")
     if args.json:
         _write_json(args.json, {"model": args.model, "original": args.original, "scale": args.scale, "k": args.k,
-                                "adaptive": args.adaptive, "refine": not args.no_refine, "records": records})
+                                "adaptive": args.adaptive, "refine": not args.no_refine,
+                                "timed_calls": args.repeat, "records": records})
     return 0
 
 
@@ -274,9 +284,13 @@ def _print_table(records: list[dict], with_original: bool) -> None:
     if with_original:
         cols += [("original_psnr", "{:.2f}"), ("original_gflops", "{:.2f}"), ("original_seconds", "{:.3f}"),
                  ("flops_ratio", "{:.3f}"), ("time_ratio", "{:.3f}")]
-    rows = [[fmt.format(Path(r[c]).name if c == "image" else r[c]) for c, fmt in cols] for r in records]
+    def cell(v, fmt):
+        return "-" if v is None else fmt.format(v)
+
+    rows = [[cell(Path(r[c]).name if c == "image" else r[c], fmt) for c, fmt in cols] for r in records]
     if len(records) > 1:
-        mean = ["mean"] + [fmt.format(sum(r[c] for r in records) / len(records)) for c, fmt in cols[1:]]
+        mean = ["mean"] + [cell(None if any(r[c] is None for r in records) else
+                                sum(r[c] for r in records) / len(records), fmt) for c, fmt in cols[1:]]
         rows.append(mean)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, (c, _) in enumerate(cols)]
     print("  ".join(c.ljust(wd) for (c, _), wd in zip(cols, widths)))

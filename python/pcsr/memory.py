@@ -275,6 +275,20 @@ def footprint_error(model, dtype: torch.dtype) -> str:
 _UNKNOWN_ACT_PER_CHANNEL = 12
 
 
+def _padding_growth(model, device: torch.device) -> float:
+    """How much wider the backbone's activations are in the form ``forward`` runs on
+    ``device`` (:mod:`pcsr.inference` pads channels on CUDA): the largest padded / original
+    width, an upper bound on the growth of the analysed (unpadded) peak."""
+    from .inference import default_form
+    from .padding import padding_plan
+
+    form = default_form(device.type, "ieee")
+    plan = padding_plan(model.backbone, form.pad) if form.pad > 1 else None
+    if not plan:
+        return 1.0
+    return max(p / w for key, (w, p) in ((k, v) for k, v in plan.items() if isinstance(v, tuple)))
+
+
 def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device: torch.device,
                      adaptive: bool = False, refine: bool = True) -> Estimate:
     """Peak bytes of ``PCSR.forward`` on one whole batch (the caller's input excluded)."""
@@ -285,6 +299,7 @@ def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device
     x = 3 * T * n  # the normalised input, alive to the end
     fp = backbone_footprint(model, dtype)
     act = fp.act_bytes if fp is not None else _UNKNOWN_ACT_PER_CHANNEL * hd.D * T
+    act *= _padding_growth(model, device)
     backbone = int(math.ceil(act * n)) + BACKBONE_SLACK
     feat = hd.D * T * n
     op = op_bytes("route_upsample", backend_for(device), hd, B, h, w, H, W, T, adaptive, refine)

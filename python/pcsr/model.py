@@ -22,7 +22,7 @@ import pcsr_kernels
 from . import flops as _flops
 from . import memory as _memory
 from .backbones import fold_batchnorm, make_backbone
-
+from .inference import PreparedBackbone, default_form, prepare_backbone
 
 
 class MLP(nn.Module):
@@ -55,9 +55,11 @@ class MLP(nn.Module):
         return out
 
 
-def _check_image(name: str, x: torch.Tensor) -> torch.Tensor:
+def _check_image(name: str, x: torch.Tensor, values: bool = True) -> torch.Tensor:
     """The model's input, validated: ``[B, 3, h, w]`` float in [0, 1]. fp16 / bf16 come back
-    as float32 (the weights' precision); anything that is not an image in [0, 1] is refused."""
+    as float32 (the weights' precision); anything that is not an image in [0, 1] is refused.
+    ``values=False`` checks only the shape and dtype: the range check reads the data back to
+    the host, which a compiled graph cannot do."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be an RGB batch [B, 3, h, w], got {shape}")
@@ -68,6 +70,8 @@ def _check_image(name: str, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name} must be a float image in [0, 1], got dtype {x.dtype}{hint}")
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
+    if not values:
+        return x
     lo, hi = torch.aminmax(x)
     lo, hi = float(lo), float(hi)
     # A bicubic-downscaled image overshoots [0, 1] a little; 0-255 data reaches far beyond 2
@@ -123,6 +127,10 @@ class PCSR(nn.Module):
         self.register_buffer("rgb_mean", torch.tensor(rgb_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(rgb_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._cost_cache: dict[float, torch.Tensor] = {}
+        # FLOPs of the backbone on a 16x16 LR input (the cost vector's backbone term): they
+        # depend on the architecture only, and knowing them here keeps cost() traceable by
+        # torch.compile (counting runs hooks, which a compiled graph cannot).
+        self._backbone_flops_16 = _meta_flops(self.backbone, (1, 3, 16, 16))
         # A plain dict, not an attribute, so the folded copy is not registered as a submodule.
         self._folded: dict[str, nn.Module] = {}
 
@@ -141,10 +149,19 @@ class PCSR(nn.Module):
         return super().train(mode)
 
     def _inference_backbone(self) -> nn.Module:
-        """Eval backbone with BatchNorm folded into the convolutions (same function, fewer ops)."""
+        """Eval backbone with BatchNorm folded into the convolutions (same function, fewer ops):
+        the plain form, NCHW and unpadded, that the memory model and tiling analyse."""
         if self.training:
             return self.backbone
         return _folded_copy(self._folded, self.backbone)
+
+    def _runtime_backbone(self, device_type: str, precision: str | None = None) -> nn.Module:
+        """The backbone as :meth:`forward` runs it on ``device_type`` at ``precision`` (``None``:
+        the package setting): :func:`pcsr.inference.default_form` (channels_last, channels
+        padded on CUDA, the precision's arithmetic), rebuilt when the weights change."""
+        if self.training:
+            return self.backbone
+        return _prepared_copy(self._folded, self.backbone, default_form(device_type, _precision(precision)))
 
     def load_state_dict(self, *args, **kwargs):
         self._folded.clear()
@@ -156,14 +173,16 @@ class PCSR(nn.Module):
         FLOPs of the backbone on a 16x16 LR input plus FLOPs of branch j on the HR pixels it
         makes, normalised to sum 1."""
         key = float(scale)
+        if torch.compiler.is_compiling():  # a few float32 ops on constants, traced into the graph
+            return self._cost_vector(key)
         if key not in self._cost_cache:
-            p = next(self.parameters())
-            zeros = torch.zeros(1, 3, 16, 16, device=p.device, dtype=p.dtype)
-            backbone = _flops.count_flops(self.backbone, zeros)
-            n = _flops.branch_pixels_16x16(key)
-            branches = [_flops.mlp_flops(u.widths, n) for u in self.upsamplers]
-            self._cost_cache[key] = _flops.cost_vector(backbone, branches)
+            self._cost_cache[key] = self._cost_vector(key)
         return self._cost_cache[key]
+
+    def _cost_vector(self, scale: float) -> torch.Tensor:
+        n = _flops.branch_pixels_16x16(scale)
+        branches = [_flops.mlp_flops(u.widths, n) for u in self.upsamplers]
+        return _flops.cost_vector(self._backbone_flops_16, branches)
 
     # --- inference -------------------------------------------------------------------
 
@@ -176,7 +195,8 @@ class PCSR(nn.Module):
     @torch.no_grad()
     def forward(self, lr: torch.Tensor, scale: float | None = None, out_size: Sequence[int] | None = None,
                 k: float = 0.0, adaptive: bool = False, refine: bool = True,
-                max_memory: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                max_memory: int | None = None, precision: str | None = None,
+                backbone_precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Upscale a batch of LR images in [0, 1]: ``(sr [B,3,H,W], classes [B,H,W])``.
 
         ``sr`` is not clamped (the paper's protocol measures the unclamped output).
@@ -188,24 +208,54 @@ class PCSR(nn.Module):
         :class:`pcsr.memory.TooLargeError` naming the bytes is raised when it exceeds
         ``max_memory`` (default: the memory available now on the input's device); large
         images go through :func:`pcsr.tiling.upscale`, which tiles them exactly.
+
+        ``precision`` (``None``: :func:`pcsr_kernels.get_precision`) is the arithmetic of the
+        backbone and the upsampler MLPs (:mod:`pcsr.inference` says what each mode means for
+        the backbone; the classifier is always fp32). The backbone runs in the device's
+        fastest form that computes the same function (:meth:`_runtime_backbone`);
+        ``backbone_precision`` sets the backbone's arithmetic alone (default: ``precision``),
+        e.g. to measure the kernels' modes with an fp32 backbone.
+
+        Under ``torch.compile`` (``fullgraph=True`` works) the input's values are not
+        range-checked and no memory estimate is made (both read data back to the host),
+        and the backbone is traced as it is (BatchNorm in eval mode) for the compiler to
+        fuse. For a fixed input size, :meth:`compile_for` prepares (and on CUDA captures
+        in a CUDA graph) the whole call once.
         """
-        lr = _check_image("lr", lr)
+        compiling = torch.compiler.is_compiling()
+        lr = _check_image("lr", lr, values=not compiling)
         h, w = lr.shape[-2:]
         H, W = output_size(h, w, scale, out_size)
         if scale is None:
             scale = round((H / h + W / w) / 2, 1)
-        self._check_memory(lr, H, W, adaptive, refine, max_memory)
+        if not compiling:
+            precision = _precision(precision)
+            self._check_memory(lr, H, W, adaptive, refine, max_memory)
         x = self.normalise(lr)
-        feat = self._inference_backbone()(x)
+        if compiling:
+            feat = self.backbone(x)
+        else:
+            bb_precision = precision if backbone_precision is None else _precision(backbone_precision)
+            feat = self._runtime_backbone(x.device.type, bb_precision)(x)
         cost = self.cost(scale).to(device=feat.device, dtype=feat.dtype)
         ups = [p for u in self.upsamplers for p in u.flat_params()]
         depths = [len(u.widths) - 1 for u in self.upsamplers]
         sr, classes = pcsr_kernels.route_upsample(feat, x, (H, W), self.classifier.flat_params(), ups,
-                                                  depths, cost, k, adaptive, refine)
+                                                  depths, cost, k, adaptive, refine, precision)
         del feat, x
         # In place: the op's output is ours, and a second HR-sized copy is what the memory
         # estimate leaves out. Same two roundings as denormalise().
         return sr.mul_(self.rgb_std.to(sr)).add_(self.rgb_mean.to(sr)), classes
+
+    def compile_for(self, shape: Sequence[int], **kwargs):
+        """This model's inference for inputs of exactly ``shape`` ``[B, 3, h, w]``, prepared
+        once and, on CUDA, captured in a CUDA graph: a callable ``run(lr) -> (sr, classes)``.
+        Keyword arguments: ``scale`` / ``out_size``, ``k``, ``adaptive``, ``refine``,
+        ``precision``, ``graph``, ``warmup``, ``max_memory``
+        (:class:`pcsr.compiled.CompiledModel`)."""
+        from .compiled import CompiledModel
+
+        return CompiledModel(self, shape, **kwargs)
 
     def _check_memory(self, lr: torch.Tensor, H: int, W: int, adaptive: bool, refine: bool,
                       max_memory: int | None) -> None:
@@ -280,6 +330,31 @@ def _meta_flops(module: nn.Module, shape: Sequence[int]) -> int:
     return _flops.count_flops(meta, torch.zeros(*shape, device="meta"))
 
 
+def _precision(precision: str | None) -> str:
+    """A checked precision name; ``None``: the package setting (``pcsr_kernels``)."""
+    from pcsr_kernels import precision as _prec
+
+    return _prec.resolve(precision)
+
+
+def _weights_key(module: nn.Module) -> tuple:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+def _prepared_copy(cache: dict, module: nn.Module, form) -> PreparedBackbone:
+    """``module`` prepared in ``form`` (:func:`pcsr.inference.prepare_backbone`), cached per
+    form and rebuilt whenever a parameter or buffer changed (as :func:`_folded_copy`)."""
+    key = _weights_key(module)
+    forms = cache.setdefault("prepared", {})
+    if cache.get("prepared_key") != key:
+        forms.clear()
+        cache["prepared_key"] = key
+    if form not in forms:
+        forms[form] = prepare_backbone(module, form)
+    return forms[form]
+
+
 def _folded_copy(cache: dict, module: nn.Module) -> nn.Module:
     """The BatchNorm-folded copy of ``module``, rebuilt whenever a parameter or buffer
     changed (in-place updates bump ``_version``) or moved to another device/dtype.
@@ -289,8 +364,7 @@ def _folded_copy(cache: dict, module: nn.Module) -> nn.Module:
     ``nn.Sequential`` nesting keeps a block's input alive until the block returns (FSRCNN
     at 1000x1000: 386 MB peak instead of 626 MB). :mod:`pcsr.memory` estimates this peak.
     """
-    tensors = list(module.parameters()) + list(module.buffers())
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    key = _weights_key(module)
     if cache.get("key") != key:
         folded = fold_batchnorm(module)
         try:
@@ -349,13 +423,26 @@ class SRModel(nn.Module):
         return super().load_state_dict(*args, **kwargs)
 
     @torch.no_grad()
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        lr = _check_image("lr", lr)
+    def forward(self, lr: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        """``sr`` of ``lr [B,3,h,w]`` in [0, 1]; ``precision`` as :meth:`PCSR.forward` (the
+        network runs in :func:`pcsr.inference.default_form` of the device)."""
+        compiling = torch.compiler.is_compiling()
+        lr = _check_image("lr", lr, values=not compiling)
         net = self.net
-        if not self.training:
-            net = _folded_copy(self._folded, self.net)
+        if not self.training and not compiling:
+            net = _prepared_copy(self._folded, self.net, default_form(lr.device.type, _precision(precision)))
         x = (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
         return net(x) * self.rgb_std.to(lr) + self.rgb_mean.to(lr)
+
+    def normalise(self, lr: torch.Tensor) -> torch.Tensor:
+        return (lr - self.rgb_mean.to(lr)) / self.rgb_std.to(lr)
+
+    def compile_for(self, shape: Sequence[int], **kwargs):
+        """``sr = run(lr)`` for inputs of exactly ``shape``, prepared once (a CUDA graph on
+        CUDA): :class:`pcsr.compiled.CompiledModel` (``precision``, ``graph``, ``warmup``)."""
+        from .compiled import CompiledModel
+
+        return CompiledModel(self, shape, **kwargs)
 
     def flops(self, lr_shape: Sequence[int]) -> int:
         """FLOPs of one forward on an input of ``lr_shape``, official counting rules."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import cli
 
 DEFAULT_KS = [-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0]
-CSV_FIELDS = ["image", "point", "k", "adaptive", "refine", "psnr", "gflops", "seconds", "heavy_fraction",
+CSV_FIELDS = ["image", "point", "k", "adaptive", "refine", "psnr", "gflops", "seconds", "calls", "heavy_fraction",
               "height", "width", "backend", "device"]
 
 
@@ -68,7 +68,7 @@ def sweep_image(model, original, hr, scale: int, ks: list[float], adaptive: bool
     hr = centre_crop(hr.to(device=device, dtype=torch.float32), scale)[None]
     H, W = hr.shape[-2:]
     lr = imresize(hr, size=(H // scale, W // scale))
-    common = {"height": H, "width": W}
+    common = {"height": H, "width": W, "calls": max(1, repeat)}
     bic, bic_s = _timed(lambda: imresize(lr, size=(H, W)), repeat, device)
     recs = [{"point": "bicubic", "psnr": psnr(bic, hr, shave=scale), "gflops": 0.0, "seconds": bic_s, **common}]
     if original is not None:
@@ -91,7 +91,7 @@ def mean_points(records: list[dict]) -> list[dict]:
     out = []
     for p in order:
         rs = [r for r in records if r["point"] == p]
-        m = {key: rs[0].get(key, "") for key in ("point", "k", "adaptive", "refine")}
+        m = {key: rs[0].get(key, "") for key in ("point", "k", "adaptive", "refine", "calls")}
         for key in ("psnr", "gflops", "seconds", "heavy_fraction"):
             vals = [r[key] for r in rs if r.get(key, "") != ""]
             m[key] = statistics.fmean(vals) if vals else ""
@@ -229,6 +229,8 @@ def cmd_sweep(args) -> int:
         records += recs
     means = mean_points(records)
     orig = next((m for m in means if m["point"] == "original"), None)
+    print(f"times: model forward, median of {max(1, args.repeat)} warm call{'s' * (max(1, args.repeat) != 1)} "
+          "per point (after one untimed call)")
     if len(inputs) > 1 or orig is not None:
         print(f"mean over {len(inputs)} image(s)" + ("; ratios to the original" if orig else ""))
     for m in means:

@@ -359,7 +359,8 @@ class _Runner:
 
     def __init__(self, model, scale: float, k: float, refine: bool, dtype: torch.dtype):
         self.model, self.k, self.refine, self.dtype = model, float(k), refine, dtype
-        self.backbone = model._inference_backbone()
+        # the backbone in the device's prepared form (what model(lr) runs; pcsr.inference)
+        self.backbone = model._runtime_backbone(next(model.parameters()).device.type)
         self.cost = model.cost(scale)
         self.cls_params = model.classifier.flat_params()
         self.ups = [q for u in model.upsamplers for q in u.flat_params()]
