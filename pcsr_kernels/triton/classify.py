@@ -24,12 +24,12 @@ from .route import _argmax_or_zero
 
 @triton.jit
 def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                     first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
+                     first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, lo_ptr, NUM_MID,
                      klogc_ptr, probs_ptr, cls_ptr, heavy_ptr,
                      N, HW, W, hw, w,
                      M: tl.constexpr, NH: tl.constexpr, ONE_LAYER: tl.constexpr,
                      BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                     OUT_P: tl.constexpr, PREC: tl.constexpr,
+                     OUT_P: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr,
                      WRITE_PROBS: tl.constexpr, WRITE_CLASSES: tl.constexpr, WRITE_HEAVY: tl.constexpr):
     pid = tl.program_id(0)
     scr = scr_ptr + pid.to(tl.int64) * (2 * BM * HP)
@@ -41,8 +41,8 @@ def _classify_kernel(p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy,
         mask = pix < N
         pix = tl.where(mask, pix, 0)
         logits, _, _, _ = _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx,
-                                     mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
-                                     ONE_LAYER, BM, HP, BN, BK, OUT_P, PREC)
+                                     mask, first_ptr, scr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, lo_ptr, NUM_MID,
+                                     ONE_LAYER, BM, HP, BN, BK, OUT_P, REAL, PREC)
         logits = tl.where(valid, logits, float("-inf"))
         e = tl.exp(logits - tl.max(logits, axis=1)[:, None])
         e = tl.where(valid, e, 0.0)
@@ -73,12 +73,13 @@ def launch_classify(P: torch.Tensor, p_col: int, g: pack.Geometry, mlp: pack.Pac
     dummy = P
     _classify_kernel[(nprog,)](
         P, P.shape[1], p_col, g.iy, g.ix, g.ry, g.rx, g.cell_y, g.cell_x,
-        mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.widths, mlp.num_mid,
+        mlp.first, scratch, mlp.wmid, mlp.bmid, mlp.wlast, mlp.blast, mlp.pad_lo, mlp.num_mid,
         klogc if klogc is not None else dummy, probs if probs is not None else dummy,
         classes if classes is not None else dummy, heavy if heavy is not None else dummy,
         N, H * W, W, h * w, w,
         M=M, NH=reference.num_heavy(M), ONE_LAYER=mlp.num_layers == 1, BM=BM, HP=mlp.hp, BN=max(mlp.bn, 16),
-        BK=BK, OUT_P=mlp.out_p, PREC="ieee",  # the classifier is always fp32 IEEE
+        BK=BK, OUT_P=mlp.out_p, REAL=mlp.real_cols([mlp.bn] * (mlp.hp // mlp.bn)) if mlp.bn else 0,
+        PREC="ieee",  # the classifier is always fp32 IEEE
         WRITE_PROBS=probs is not None, WRITE_CLASSES=classes is not None, WRITE_HEAVY=heavy is not None,
         num_warps=config.mlp_num_warps(mlp.bn), num_stages=config.MLP_NUM_STAGES)
 

@@ -35,7 +35,7 @@ def _configs(quick: bool):
     """(name, kernel, arg types, constexprs, num_warps) for every kernel the launchers use."""
     from . import adm, classify, config, dense, refine, route
     from .mlp import BK
-    from .pack import hidden_tiling
+    from .pack import hidden_tiling, real_cols
     from .tc_mlp import chunking
 
     f32, BM = "fp32", config.MLP_BLOCK_M
@@ -52,11 +52,12 @@ def _configs(quick: bool):
             ("refine uint8", refine._refine_kernel, dict(cls_ptr="*u8"), dict(NH=1, BY=8, BX=64, IDX64=False), 4),
             ("refine int64", refine._refine_kernel, dict(cls_ptr="*i64"), dict(NH=1, BY=8, BX=64, IDX64=True), 4)]
     # the classify op (probabilities): classifiers of FSRCNN-PCSR (one Linear), CARN-PCSR, SRResNet-PCSR
-    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", wid_ptr="*i32", cy=f32, cx=f32)
+    t = dict(iy_ptr="*i64", ix_ptr="*i64", cls_ptr="*i64", cy=f32, cx=f32)
     for hidden in ([], [10], [20]):
         hp, bn = hidden_tiling(hidden[0]) if hidden else (2, 0)
         c = dict(M=2, NH=1, ONE_LAYER=not hidden, BM=BM, HP=hp, BN=max(bn, 16), BK=BK, OUT_P=16 if hidden else 2,
-                 PREC="ieee", WRITE_PROBS=True, WRITE_CLASSES=False, WRITE_HEAVY=False)
+                 REAL=real_cols([bn] * (hp // bn), hidden[0]) if hidden else 0, PREC="ieee", WRITE_PROBS=True,
+                 WRITE_CLASSES=False, WRITE_HEAVY=False)
         out.append((f"classify hidden={hidden}", classify._classify_kernel, t, c, config.mlp_num_warps(bn)))
     # the dense pass and the branch kernels at the variants' widths, per precision
     precs = ["ieee", "bf16"] if quick else ["ieee", "tf32x3", "tf32", "bf16"]
@@ -72,11 +73,12 @@ def _configs(quick: bool):
             t = dict(geo, pc_ptr="*fp32", pu_ptr=wt, lwmid_ptr=wt, lwlast_ptr=wt, cls_in_ptr="*i64",
                      cls64_ptr="*i64", cls8_ptr="*u8", cnt_ptr="*i32", list_ptr="*i32", klogc_ptr="*fp32")
             for mode in ((0,) if quick or prec != "ieee" else (0, 1, 2)):
-                c = dict(M=2, NH=1, MODE=mode, BM=config.DENSE_BLOCK_M, CC0=cc[0], CC1=cc[1], CC2=cc[2], CC3=cc[3],
+                BMd, nw = config.dense_launch(sum(lc) if mode != 2 else 0, prec)
+                c = dict(M=2, NH=1, MODE=mode, BM=BMd, CC0=cc[0], CC1=cc[1], CC2=cc[2], CC3=cc[3],
                          C_OUT=16 if cls_hidden else 2, C_ONE=not cls_hidden, LC0=lc[0], LC1=lc[1], LC2=lc[2],
-                         LC3=lc[3], L_OUT=16, L_ONE=False, PREC=prec, IDX64=False)
-                out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c,
-                            config.dense_num_warps(sum(lc), prec)))
+                         LC3=lc[3], L_OUT=16, L_ONE=False, PREC=prec, IDX64=False,
+                         C_REAL=real_cols(cc, cls_hidden[0]) if cls_hidden else 0, L_REAL=real_cols(lc, light))
+                out.append((f"dense {vname} mode={mode} {prec}", dense._dense_kernel, t, c, nw))
             for wd in (heavy, light):
                 out.append(_branch_config(f"branch {vname} {'heavy' if wd == heavy else 'light'} {prec}", wd, prec,
                                           dict(geo, list_ptr="*i32", cnt_ptr="*i32", pu_ptr=wt, wmid_ptr=wt,
@@ -87,17 +89,16 @@ def _configs(quick: bool):
 
 
 def _branch_config(name, width, prec, types, **c):
-    """A branch kernel's configuration as :func:`.branch.launch_branch` chooses it."""
-    from . import branch, config
+    """A branch kernel's configuration as :func:`.branch.launch_branch` chooses it (every
+    hidden layer ``width`` wide, as in the variants)."""
+    from . import branch
     from .tc_mlp import chunking
 
     hc = chunking(width)
-    hp = sum(hc)
-    scratch = (hp > 64 and prec in ("ieee", "tf32x3")) or (hp > 128 and prec == "tf32")
-    BM, nw = config.branch_launch(hp, prec, scratch)
-    c = dict(c, BM=BM, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False, PREC=prec, SCRATCH=scratch,
-             BN=64 if hp % 64 == 0 else 32 if hp % 32 == 0 else 16)
-    return (name + (" scratch" if scratch else ""), branch._branch_kernel, types, c, nw)
+    lc = branch.launch_config(hc, False, width, prec)
+    nw = lc.pop("num_warps")
+    c = dict(c, **lc, C0=hc[0], C1=hc[1], C2=hc[2], C3=hc[3], OUT_P=16, ONE=False, PREC=prec)
+    return (name + (" scratch" if lc["SCRATCH"] else ""), branch._branch_kernel, types, c, nw)
 
 
 def _sass_counts(cubin: bytes) -> dict:

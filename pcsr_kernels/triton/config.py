@@ -23,35 +23,48 @@ def mlp_num_warps(bn: int) -> int:
     return 8 if bn >= 32 else 4
 
 
-# The register-chunked kernels (dense pass, branch kernels): BM pixels per block. Chosen
-# from the offline sm_90 build (compile_check.py; registers and spills at the variants'
-# widths), not yet timed on a GPU.
+# The register-chunked kernels (dense pass, branch kernels): BM pixels per block and warps,
+# chosen from the offline sm_90 builds with Triton 3.6 (the GPU image's) and 3.9
+# (compile_check.py: registers and spills at the variants' widths, every precision), so
+# that neither spills; not yet timed on a GPU. Several of these builds sit within a few
+# registers of the 255 limit or of ptxas's occupancy steps (128, 64), where a small code
+# change tips ptxas into spilling a few bytes: rerun compile_check after any kernel change.
 DENSE_BLOCK_M = 128
 DENSE_NUM_WARPS = 4
 
 
-def dense_num_warps(light_hp: int, prec: str) -> int:
-    """Warps of the dense pass: 4, or 8 for a light branch over 32 wide (48 wide,
-    SRResNet-PCSR: with 4 warps the sm_90 build spilled 172 B in tf32x3 with Triton 3.6,
-    8 B in ieee and 24 B in bf16 with Triton 3.9)."""
-    return 8 if light_hp > 32 else DENSE_NUM_WARPS
+def dense_launch(light_hp: int, prec: str) -> tuple[int, int]:
+    """(BM, num_warps) of the dense pass; ``light_hp``: the padded width of the light
+    branch it runs (0 for the heavy-mass mode, which runs the classifier only). A light
+    branch over 32 wide (48, SRResNet-PCSR) takes 8 warps (with 4: 172 B spilled in tf32x3
+    with Triton 3.6, 8-24 B in ieee and bf16 with 3.9), and in ieee and tf32x3, whose dot
+    operands are fp32 (and split in two for tf32x3), 64 pixels per block: at 128 the ieee
+    build sits at 255 registers and spilled 16 B with Triton 3.9 once the padded units
+    were zeroed, tf32x3 reaches 252."""
+    if light_hp > 32:
+        return (64, 8) if prec in ("ieee", "tf32x3") else (DENSE_BLOCK_M, 8)
+    return DENSE_BLOCK_M, DENSE_NUM_WARPS
 
 
 BRANCH_BLOCK_M = 128
 
 
 def branch_launch(hp: int, prec: str, scratch: bool) -> tuple[int, int]:
-    """(BM, num_warps) of a branch kernel of padded hidden width hp, from the offline sm_90
-    build (Triton 3.6, ptxas -v; not timed). Register chunks: at 192 wide bf16 builds
-    without a spill at BM = 64 with 8 warps (228 B spilled at BM = 128); at 80 wide tf32
-    at BM = 64 with 4 warps (68 B at 128 x 8), bf16 at BM = 128 with 8; up to 64 wide every
-    mode at BM = 128 with 8 warps (a 16-wide ieee branch spilled 8 B with 4). The scratch
-    loop (see :func:`.branch.uses_scratch`) keeps the fused-MLP parameters of
-    :data:`MLP_BLOCK_M`."""
+    """(BM, num_warps) of a branch kernel of padded hidden width hp (see above for how
+    chosen). Register chunks: at 192 wide bf16 builds without a spill at BM = 64 with 8
+    warps (228 B spilled at BM = 128); at 80 wide tf32 at BM = 64 with 4 warps (68 B at 128
+    x 8), bf16 at BM = 128 with 8; up to 64 wide every mode at BM = 128 with 8 warps, except
+    ieee under 64 wide (16, 32, 48: FSRCNN-, CARN-, SRResNet-PCSR's light branches), which
+    Triton 3.9 built at 128 registers with an 8 B spill or at 254: BM = 64 there. The
+    scratch loop (see :func:`.branch.uses_scratch`): BM = 128 up to 128 wide (at 80 wide, BM
+    = 64 spilled 28 B with Triton 3.9), the fused-MLP kernels' :data:`MLP_BLOCK_M` above
+    (192 wide: 44-124 B spilled at BM = 128)."""
     if scratch:
-        return MLP_BLOCK_M, 8
+        return (BRANCH_BLOCK_M if hp <= 128 else MLP_BLOCK_M), 8
     if hp > 64:
         return (64, 4) if prec == "tf32" else (64 if hp > 128 else BRANCH_BLOCK_M, 8)
+    if prec == "ieee" and hp < 64:
+        return 64, 8
     return BRANCH_BLOCK_M, 8
 
 

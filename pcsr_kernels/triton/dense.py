@@ -26,15 +26,16 @@ Index math is int32 unless ``IDX64`` (some offset reaches 2^31: see
 :func:`.tc_mlp.needs_int64`).
 
 Offline sm_90a build, Triton 3.6.0 (the GPU image's), at the launch parameters of
-:mod:`.config`, BM = 128, 4 warps (8 with a light branch over 32 wide);
-``PYTHONPATH=.venv-t36/lib/python3.11/site-packages:. python -m pcsr_kernels.triton.compile_check
---only dense`` (ptxas -v; HGMMA counted in cuobjdump -sass). Facts about compilation, not
-speed; no spill anywhere (registers, HGMMA instructions):
+:func:`.config.dense_launch`, BM = 128, 4 warps (with a light branch over 32 wide: 8 warps,
+and BM = 64 in ieee and tf32x3); ``PYTHONPATH=.venv-t36/lib/python3.11/site-packages:.
+python -m pcsr_kernels.triton.compile_check --only dense`` (ptxas -v; HGMMA counted in
+cuobjdump -sass). Facts about compilation, not speed; no spill anywhere, with Triton 3.9
+too (registers, HGMMA instructions):
 
-    mode 0 (route)   ieee          tf32          tf32x3        bf16
-    FSRCNN-PCSR      72, none      72, 8         85, 24        62, 4
-    CARN-PCSR        168, none     162, 16       162, 48       90, 8
-    SRResNet-PCSR    255, none (8w) 199, 18 (8w) 199, 54 (8w)  156, 9 (8w)
+    mode 0 (route)   ieee              tf32          tf32x3             bf16
+    FSRCNN-PCSR      80, none          66, 8         85, 24             64, 4
+    CARN-PCSR        160, none         156, 16       164, 48            89, 8
+    SRResNet-PCSR    174, none (BM 64) 198, 18 (8w)  174, 90 (BM 64)    151, 9 (8w)
 
 ("ieee" dots become FMAs, as intended: the classifier is always ieee.) The P gathers
 compile to scalar loads (no LDG.E.128): the row offsets are not provably 16-byte aligned.
@@ -51,16 +52,19 @@ from .tc_mlp import _coords, _mlp, _store_rgb, check_chunks
 
 
 @triton.jit
-def _dense_kernel(pc_ptr, pc_stride, cfirst_ptr, cwmid_ptr, cbmid_ptr, cwlast_ptr, cblast_ptr, C_NUM_MID, klogc_ptr,
-                  pu_ptr, pu_stride, pu_col, lfirst_ptr, lwmid_ptr, lbmid_ptr, lwlast_ptr, lblast_ptr, L_NUM_MID,
+def _dense_kernel(pc_ptr, pc_stride, cfirst_ptr, cwmid_ptr, cbmid_ptr, cwlast_ptr, cblast_ptr, clo_ptr,
+                  C_NUM_MID, klogc_ptr,
+                  pu_ptr, pu_stride, pu_col, lfirst_ptr, lwmid_ptr, lbmid_ptr, lwlast_ptr, lblast_ptr, llo_ptr,
+                  L_NUM_MID,
                   iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx, by0_ptr, by1_ptr, bly_ptr, bx0_ptr, bx1_ptr, blx_ptr,
                   lr_ptr, out_ptr, cls_in_ptr, cls64_ptr, cls8_ptr, heavy_ptr, cnt_ptr, list_ptr,
                   N, HW, W, hw, w,
                   M: tl.constexpr, NH: tl.constexpr, MODE: tl.constexpr, BM: tl.constexpr,
                   CC0: tl.constexpr, CC1: tl.constexpr, CC2: tl.constexpr, CC3: tl.constexpr,
-                  C_OUT: tl.constexpr, C_ONE: tl.constexpr,
+                  C_OUT: tl.constexpr, C_ONE: tl.constexpr, C_REAL: tl.constexpr,
                   LC0: tl.constexpr, LC1: tl.constexpr, LC2: tl.constexpr, LC3: tl.constexpr,
-                  L_OUT: tl.constexpr, L_ONE: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr):
+                  L_OUT: tl.constexpr, L_ONE: tl.constexpr, L_REAL: tl.constexpr,
+                  PREC: tl.constexpr, IDX64: tl.constexpr):
     pid = tl.program_id(0)
     if IDX64:
         pix = pid.to(tl.int64) * BM + tl.arange(0, BM)
@@ -72,7 +76,8 @@ def _dense_kernel(pc_ptr, pc_stride, cfirst_ptr, cwmid_ptr, cbmid_ptr, cwlast_pt
 
     if MODE != 1:  # the classifier, fp32 IEEE
         logits = _mlp(pc_ptr, lrow * pc_stride, ry, rx, cy, cx, mask, cfirst_ptr, cwmid_ptr, cbmid_ptr,
-                      cwlast_ptr, cblast_ptr, C_NUM_MID, BM, CC0, CC1, CC2, CC3, C_OUT, C_ONE, "ieee")
+                      cwlast_ptr, cblast_ptr, clo_ptr, C_NUM_MID, BM, CC0, CC1, CC2, CC3, C_OUT, C_ONE, C_REAL,
+                      "ieee")
         col = tl.arange(0, C_OUT)
         valid = (col < M)[None, :]
         logits = tl.where(valid, logits, float("-inf"))
@@ -96,7 +101,7 @@ def _dense_kernel(pc_ptr, pc_stride, cfirst_ptr, cwmid_ptr, cbmid_ptr, cwlast_pt
     light = mask & (cls == M - 1)
     if tl.sum(light.to(tl.int32), axis=0) > 0:
         res = _mlp(pu_ptr, lrow * pu_stride + pu_col, ry, rx, cy, cx, mask, lfirst_ptr, lwmid_ptr, lbmid_ptr, lwlast_ptr,
-                   lblast_ptr, L_NUM_MID, BM, LC0, LC1, LC2, LC3, L_OUT, L_ONE, PREC)
+                   lblast_ptr, llo_ptr, L_NUM_MID, BM, LC0, LC1, LC2, LC3, L_OUT, L_ONE, L_REAL, PREC)
         _store_rgb(res, light, b, r, y, x, HW, hw, w, lr_ptr, by0_ptr, by1_ptr, bly_ptr, bx0_ptr, bx1_ptr, blx_ptr,
                    out_ptr, L_OUT)
 
@@ -126,7 +131,7 @@ def launch_dense(mode: int, *, Pc, cls_mlp, Pu, light, light_col: int = 0, g: pa
     (int32, or int64 when ``idx64``).
     """
     N = B * H * W
-    BM = config.DENSE_BLOCK_M
+    BM, num_warps = config.dense_launch(light.hp if mode != 2 else 0, prec)
     dummy = Pc if Pc is not None else Pu
     if mode != 1:
         check_chunks(BM, cls_mlp.chunks, cls_mlp.out_p, cls_mlp.one)
@@ -138,9 +143,9 @@ def launch_dense(mode: int, *, Pc, cls_mlp, Pu, light, light_col: int = 0, g: pa
     lt = light if mode != 2 else c
     _dense_kernel[(triton.cdiv(N, BM),)](
         Pc if mode != 1 else dummy, Pc.shape[1] if mode != 1 else 0, c.first, c.wmid, c.bmid, c.wlast, c.blast,
-        c.num_mid, klogc if klogc is not None else dummy,
+        c.pad_lo, c.num_mid, klogc if klogc is not None else dummy,
         Pu if mode != 2 else dummy, Pu.shape[1] if mode != 2 else 0, light_col, lt.first, lt.wmid, lt.bmid, lt.wlast,
-        lt.blast, lt.num_mid,
+        lt.blast, lt.pad_lo, lt.num_mid,
         g.iy, g.ix, g.ry, g.rx, g.cell_y, g.cell_x, g.by0, g.by1, g.bly, g.bx0, g.bx1, g.blx,
         lr if lr is not None else dummy, out if out is not None else dummy,
         cls_in if cls_in is not None else dummy, cls64 if cls64 is not None else dummy,
@@ -149,8 +154,10 @@ def launch_dense(mode: int, *, Pc, cls_mlp, Pu, light, light_col: int = 0, g: pa
         N, H * W, W, h * w, w,
         M=M, NH=reference.num_heavy(M), MODE=mode, BM=BM,
         CC0=c.chunks[0], CC1=c.chunks[1], CC2=c.chunks[2], CC3=c.chunks[3], C_OUT=c.out_p, C_ONE=c.one,
+        C_REAL=c.real,
         LC0=lt.chunks[0], LC1=lt.chunks[1], LC2=lt.chunks[2], LC3=lt.chunks[3], L_OUT=lt.out_p, L_ONE=lt.one,
-        PREC=prec, IDX64=idx64, num_warps=config.dense_num_warps(lt.hp, prec), num_stages=1)
+        L_REAL=lt.real,
+        PREC=prec, IDX64=idx64, num_warps=num_warps, num_stages=1)
 
 
 def list_buffers(M: int, N: int, idx64: bool, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,9 +12,9 @@ Why not keep the activations in registers: Triton lowers an fp32 (``ieee``) ``tl
 to FMAs and holds a thread's whole slice of both operands along K in registers. For the
 170-wide branch (K = 192) the register-resident version compiled for sm_90 spilled 9 KB
 of stack per thread (ptxas -v; splitting the layer into 16-wide register chunks did not
-help), while this loop compiles to 240 registers and no spill at BM = 64, BN = 64 and
-8 warps (Triton 3.6, ptxas -v; every kernel of the package compiles for sm_90 without a
-spill at the launch parameters of :mod:`.config`).
+help), while this loop compiles to 205 registers and no spill at BM = 64, BN = 64 and
+8 warps as the 192-wide ieee branch kernel (Triton 3.6, ptxas -v; every kernel of the
+package compiles for sm_90 without a spill at the launch parameters of :mod:`.config`).
 """
 from __future__ import annotations
 
@@ -36,26 +36,31 @@ def _first_layer_tile(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, n0, HP: tl.co
 
 
 @triton.jit
-def _relu_real(h, n0, width, BN: tl.constexpr):
-    """ReLU of output columns n0 .. n0+BN of a layer whose real width is ``width``; padded
-    columns are set to 0. ReLU keeps NaN (as torch.relu). Zeroing the padding matters once a
-    value is not finite: a padded unit (zero weights) would otherwise hold 0 * inf = NaN and
-    pass it, through the next layer's zero weights, to every real unit (0 * NaN = NaN) --
-    where the reference, which has no padding, may hold +-inf."""
-    keep = (n0 + tl.arange(0, BN)) < width
-    return tl.where(keep[None, :], tl.maximum(h, 0.0, propagate_nan=tl.PropagateNan.ALL), 0.0)
+def _relu_real(h, lo_ptr, n0: tl.constexpr, BN: tl.constexpr, REAL: tl.constexpr):
+    """ReLU of output columns n0 .. n0+BN of a hidden layer, its padded columns set to 0;
+    ``lo_ptr``: the layer's row of :attr:`.pack.PackedMLP.pad_lo`. ReLU keeps NaN (as
+    torch.relu). Zeroing the padding matters once a value is not finite: a padded unit
+    (zero weights) would otherwise hold 0 * inf = NaN and pass it, through the next layer's
+    zero weights, to every real unit (0 * NaN = NaN) -- where the reference, which has no
+    padding, may hold +-inf. How: see :func:`.tc_mlp._act` (maxnum with 0 / NaN). Columns
+    below ``REAL`` are real in every layer: a tile that ends there is not touched."""
+    h = tl.maximum(h, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    if n0 + BN > REAL:
+        h = tl.maximum(h, tl.load(lo_ptr + n0 + tl.arange(0, BN))[None, :])
+    return h
 
 
 @triton.jit
 def _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask,
-               scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
+               scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, lo_ptr, NUM_MID,
                BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-               OUT_P: tl.constexpr, PREC: tl.constexpr):
+               OUT_P: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr):
     """Every layer of the MLP for BM pixels: returns the last layer's output [BM, OUT_P].
 
     scr_ptr: this program's scratch, 2 * BM * HP floats. The barriers order the block's
     writes of a buffer before its reads, and its reads before the next overwrite.
-    wid_ptr: the real output width of each hidden layer (int32), for :func:`_relu_real`.
+    lo_ptr: :attr:`.pack.PackedMLP.pad_lo`, REAL the leading columns real in every hidden
+    layer (whole BN tiles), for :func:`_relu_real`.
     """
     rows = tl.arange(0, BM)
     cn = tl.arange(0, BN)
@@ -63,21 +68,20 @@ def _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask,
     src = scr_ptr
     dst = scr_ptr + BM * HP
     tl.debug_barrier()  # the previous block's last reads of src are done
-    width = tl.load(wid_ptr)
     for n0 in tl.static_range(0, HP, BN):
         h = _first_layer_tile(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, n0, HP, BN)
-        tl.store(src + rows[:, None] * HP + (n0 + cn)[None, :], _relu_real(h, n0, width, BN))
+        tl.store(src + rows[:, None] * HP + (n0 + cn)[None, :], _relu_real(h, lo_ptr, n0, BN, REAL))
     for l in range(NUM_MID):
         tl.debug_barrier()
         w = wmid_ptr + l * HP * HP
-        width = tl.load(wid_ptr + 1 + l)
         for n0 in tl.static_range(0, HP, BN):
             acc = tl.zeros([BM, BN], dtype=tl.float32)
             for k0 in range(0, HP, BK):
                 a = tl.load(src + rows[:, None] * HP + (k0 + ck)[None, :])
                 acc = tl.dot(a, tl.load(w + (k0 + ck)[:, None] * HP + (n0 + cn)[None, :]), acc, input_precision=PREC)
             acc += tl.load(bmid_ptr + l * HP + n0 + cn)[None, :]
-            tl.store(dst + rows[:, None] * HP + (n0 + cn)[None, :], _relu_real(acc, n0, width, BN))
+            tl.store(dst + rows[:, None] * HP + (n0 + cn)[None, :],
+                     _relu_real(acc, lo_ptr + (l + 1) * HP, n0, BN, REAL))
         t = src
         src = dst
         dst = t
@@ -98,9 +102,9 @@ def _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P: tl.constex
 
 @triton.jit
 def _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr, rx_ptr, cy, cx, mask,
-               first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, wid_ptr, NUM_MID,
+               first_ptr, scr_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, lo_ptr, NUM_MID,
                ONE_LAYER: tl.constexpr, BM: tl.constexpr, HP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-               OUT_P: tl.constexpr, PREC: tl.constexpr):
+               OUT_P: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr):
     """The MLP at BM HR pixels given by their raster index ``pix`` into B*H*W (masked lanes
     at a valid index): returns (output [BM, OUT_P], b, y, x) with b, y, x each pixel's image,
     row and column. The first layer reads the nearest LR pixel's row of P (p_stride values
@@ -116,7 +120,7 @@ def _pixel_mlp(pix, HW, W, hw, w, p_ptr, p_stride, p_col, iy_ptr, ix_ptr, ry_ptr
         out = _single_layer(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, OUT_P)
     else:
         out = _mlp_block(p_ptr, row, ry, rx, first_ptr, cy, cx, mask, scr_ptr, wmid_ptr, bmid_ptr,
-                         wlast_ptr, blast_ptr, wid_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, PREC)
+                         wlast_ptr, blast_ptr, lo_ptr, NUM_MID, BM, HP, BN, BK, OUT_P, REAL, PREC)
     return out, b, y, x
 
 

@@ -15,15 +15,17 @@ than HR pixels) and the rest into five vectors. Layout, fp32, zero padded::
     bmid   [max(L-2,1), HP]
     wlast  [HP, OUT_P]       W_{L-1}^T
     blast  [OUT_P]
-    widths [max(L-1,1)]      int32: the real output width of each hidden layer
+    pad_lo [max(L-1,1), HP]  per hidden layer: NaN in its real columns, 0 in its padded ones
 
 ``HP``: the hidden width padded to a multiple of ``BN``, the width of one output tile of a
 layer (64, 32 or 16: the largest whose padding costs at most 30% more FLOPs, else the
 tightest; 170 -> 192 in tiles of 64, 74 -> 80 in tiles of 16, 40 -> 48, 10 -> 16). Zero
 padding is exact: a padded unit has zero weights and bias, ReLU(0) = 0, and it feeds
-nothing (the kernels also zero the padded units of every hidden layer, see
-``mlp._relu_real``: with an infinite input, 0 * inf would make them NaN). With a single Linear (no dot) ``HP = OUT_P``, the output width padded to a power
-of two.
+nothing. The kernels still zero the padded units of every hidden layer
+(``mlp._relu_real``, ``tc_mlp._act``): with an infinite input, 0 * inf would make them NaN.
+The columns below ``real_cols`` (:class:`PackedMLP`) are real in every hidden layer, so the
+kernels skip that mask there at compile time. With a single Linear (no dot) ``HP = OUT_P``,
+the output width padded to a power of two.
 
 The cache key holds each tensor's identity (a weak reference, so a freed tensor whose
 address is reused cannot hit), data pointer, version counter (bumped by every in-place
@@ -78,11 +80,28 @@ class PackedMLP:
     bmid: torch.Tensor
     wlast: torch.Tensor
     blast: torch.Tensor
-    widths: torch.Tensor
+    pad_lo: torch.Tensor
+    min_width: int      # the narrowest hidden layer (host-side: no device read)
 
     @property
     def num_mid(self) -> int:
         return max(0, self.num_layers - 2)
+
+    def real_cols(self, tiles: Sequence[int]) -> int:
+        return real_cols(tiles, self.min_width)
+
+
+def real_cols(tiles: Sequence[int], min_width: int) -> int:
+    """How many leading hidden columns are real in every layer (the narrowest has
+    ``min_width``), rounded down to the end of one of ``tiles`` (a kernel's column tiles,
+    in order): the kernels mask padded units only in tiles past it (a constexpr, so one
+    kernel serves every width that rounds to the same value)."""
+    end = 0
+    for t in tiles:
+        if t == 0 or end + t > min_width:
+            break
+        end += t
+    return end
 
 
 def _pack(params: Sequence[torch.Tensor], D: int, tiling=None) -> PackedMLP:
@@ -115,8 +134,11 @@ def _pack(params: Sequence[torch.Tensor], D: int, tiling=None) -> PackedMLP:
     if L > 1:
         wlast[: W[-1].shape[1], :out] = W[-1].t()
         blast[:out] = b[-1]
-    widths = torch.tensor([w.shape[0] for w in W[:-1]] or [out], dtype=torch.int32, device=dev)
-    return PackedMLP(D, out, L, HP, BN, out_p, wz, first, wmid, bmid, wlast, blast, widths)
+    hidden = [w.shape[0] for w in W[:-1]] or [out]
+    pad_lo = torch.zeros(len(hidden), HP, **z)
+    for l, n in enumerate(hidden):
+        pad_lo[l, :n] = float("nan")
+    return PackedMLP(D, out, L, HP, BN, out_p, wz, first, wmid, bmid, wlast, blast, pad_lo, min(hidden))
 
 
 _CACHE_SIZE = 16
@@ -171,6 +193,11 @@ class PackedTC:
     @property
     def one(self) -> bool:
         return self.base.num_layers == 1
+
+    @property
+    def real(self) -> int:
+        """The kernels' ``REAL``: leading columns real in every hidden layer, whole chunks."""
+        return self.base.real_cols(self.chunks)
 
 
 WEIGHT_MODES = ("fp32", "bf16", "bf16emu")

@@ -36,9 +36,24 @@ def _round_bf16(x):
 
 
 @triton.jit
-def _act(x, PREC: tl.constexpr):
-    """ReLU, then the operand type of the next dot."""
-    x = tl.maximum(x, 0.0)
+def _act(x, lo_ptr, N0: tl.constexpr, CN: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr):
+    """ReLU of the pre-activation x [BM, CN] of columns N0..N0+CN of a hidden layer, padded
+    columns set to 0, then the operand type of the next dot.
+
+    ReLU keeps NaN, as torch.relu (``tl.maximum``'s default returns the other operand on
+    the GPU). Padded units are zeroed (see :func:`_mlp` for why) without a per-element
+    select: a padded unit's pre-activation is 0 or NaN (products with zero weights, zero
+    bias), so ``maxnum(relu(x), lo)``, with ``lo`` the layer's row of
+    :attr:`.pack.PackedMLP.pad_lo` (0 in padded columns, NaN in real ones), gives 0 there
+    and relu(x) in the real columns: maxnum returns its other operand when one is NaN (IEEE
+    maxNum: max.f32 on the GPU, numpy's fmax under the interpreter). ``lo`` is loaded as
+    the bias is, so it adds one max per element of a padded chunk and no index math; a
+    select on a column compare made the sm_90 build of the widest bf16 branch spill
+    (Triton 3.6: LLVM moved it past the bf16 conversion). Chunks that end at or before
+    ``REAL`` hold no padding in any layer and are not touched (compile time)."""
+    x = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    if N0 + CN > REAL:
+        x = tl.maximum(x, tl.load(lo_ptr + N0 + tl.arange(0, CN))[None, :])
     if PREC == "bf16":
         return x.to(tl.bfloat16)
     elif PREC == "bf16emu":
@@ -93,50 +108,61 @@ def _first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP: tl.constexpr, N0: t
 
 
 @triton.jit
-def _layer(a0, a1, a2, a3, w_ptr, b_ptr, C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
-           BM: tl.constexpr, PREC: tl.constexpr):
+def _layer(a0, a1, a2, a3, w_ptr, b_ptr, lo_ptr, C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+           C3: tl.constexpr, REAL: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
     """One hidden layer: the next activation's chunks (absent chunks repeat chunk 0)."""
     HP: tl.constexpr = C0 + C1 + C2 + C3
     n0 = _act(_col(a0, a1, a2, a3, w_ptr, HP, 0, C0, C0, C1, C2, C3, BM, PREC)
-              + tl.load(b_ptr + tl.arange(0, C0))[None, :], PREC)
+              + tl.load(b_ptr + tl.arange(0, C0))[None, :], lo_ptr, 0, C0, REAL, PREC)
     n1 = n0
     n2 = n0
     n3 = n0
     if C1 > 0:
         n1 = _act(_col(a0, a1, a2, a3, w_ptr, HP, C0, C1, C0, C1, C2, C3, BM, PREC)
-                  + tl.load(b_ptr + C0 + tl.arange(0, C1))[None, :], PREC)
+                  + tl.load(b_ptr + C0 + tl.arange(0, C1))[None, :], lo_ptr, C0, C1, REAL, PREC)
     if C2 > 0:
         n2 = _act(_col(a0, a1, a2, a3, w_ptr, HP, C0 + C1, C2, C0, C1, C2, C3, BM, PREC)
-                  + tl.load(b_ptr + C0 + C1 + tl.arange(0, C2))[None, :], PREC)
+                  + tl.load(b_ptr + C0 + C1 + tl.arange(0, C2))[None, :], lo_ptr, C0 + C1, C2, REAL, PREC)
     if C3 > 0:
         n3 = _act(_col(a0, a1, a2, a3, w_ptr, HP, C0 + C1 + C2, C3, C0, C1, C2, C3, BM, PREC)
-                  + tl.load(b_ptr + C0 + C1 + C2 + tl.arange(0, C3))[None, :], PREC)
+                  + tl.load(b_ptr + C0 + C1 + C2 + tl.arange(0, C3))[None, :], lo_ptr, C0 + C1 + C2, C3, REAL,
+                  PREC)
     return n0, n1, n2, n3
 
 
 @triton.jit
-def _mlp(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, NUM_MID,
+def _mlp(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, wmid_ptr, bmid_ptr, wlast_ptr, blast_ptr, lo_ptr, NUM_MID,
          BM: tl.constexpr, C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
-         OUT_P: tl.constexpr, ONE: tl.constexpr, PREC: tl.constexpr):
+         OUT_P: tl.constexpr, ONE: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr):
     """Every layer of one MLP for BM pixels: the last layer's output, fp32 [BM, OUT_P].
-    ``ONE``: the MLP is a single Linear, its output is the first layer (C0 == OUT_P)."""
+    ``ONE``: the MLP is a single Linear, its output is the first layer (C0 == OUT_P).
+
+    The padded units of every hidden layer are kept exactly 0 (:func:`_act`, ``lo_ptr``:
+    :attr:`.pack.PackedMLP.pad_lo`, ``REAL``: :attr:`.pack.PackedTC.real`). Their zero
+    weights do not do it once a value is not finite: a padded unit would hold 0 * inf = NaN
+    (from P's padded columns, 0 * feat, when feat holds an infinity; from an infinite unit
+    of the previous layer) and pass it through the next layer's zero weights to every real
+    unit (0 * NaN = NaN), where the reference, which has no padding, may hold a number or
+    +-inf."""
     HP: tl.constexpr = C0 + C1 + C2 + C3
     if ONE:
         out = _first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, 0, OUT_P)
     else:
-        a0 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, 0, C0), PREC)
+        a0 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, 0, C0), lo_ptr, 0, C0, REAL, PREC)
         a1 = a0
         a2 = a0
         a3 = a0
         if C1 > 0:
-            a1 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0, C1), PREC)
+            a1 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0, C1), lo_ptr, C0, C1, REAL, PREC)
         if C2 > 0:
-            a2 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0 + C1, C2), PREC)
+            a2 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0 + C1, C2), lo_ptr, C0 + C1, C2,
+                      REAL, PREC)
         if C3 > 0:
-            a3 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0 + C1 + C2, C3), PREC)
+            a3 = _act(_first(p_ptr, prow, ry, rx, cy, cx, mask, first_ptr, HP, C0 + C1 + C2, C3), lo_ptr,
+                      C0 + C1 + C2, C3, REAL, PREC)
         for l in range(NUM_MID):
-            a0, a1, a2, a3 = _layer(a0, a1, a2, a3, wmid_ptr + l * HP * HP, bmid_ptr + l * HP,
-                                    C0, C1, C2, C3, BM, PREC)
+            a0, a1, a2, a3 = _layer(a0, a1, a2, a3, wmid_ptr + l * HP * HP, bmid_ptr + l * HP, lo_ptr + (l + 1) * HP,
+                                    C0, C1, C2, C3, REAL, BM, PREC)
         out = _col(a0, a1, a2, a3, wlast_ptr, OUT_P, 0, OUT_P, C0, C1, C2, C3, BM, PREC)
         out += tl.load(blast_ptr + tl.arange(0, OUT_P))[None, :]
     return out
