@@ -93,6 +93,9 @@ class TrainConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool = True
+    amp: str | None = None  # "bf16": autocast the backbone and MLPs (CUDA; allowed on CPU, slower there)
+    compile: bool = False  # torch.compile the per-phase network
+    time_budget: float | None = None  # seconds for the whole invocation; caps each phase's iterations
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -102,7 +105,8 @@ FLAGS = {"branches": "--branches", "upsamplers": "--upsamplers", "classifier": "
          "crop": "--crop", "queries": "--queries", "batch": "--batch", "iters": "--iters", "phases": "--phases",
          "lr": "--lr", "lr_min": "--lr-min", "w_recon": "--w-recon", "w_avg": "--w-avg", "seed": "--seed",
          "val_every": "--val-every", "val_crop": "--val-crop", "save_every": "--save-every",
-         "log_every": "--log-every", "stop_after": "--stop-after", "threads": "--threads"}
+         "log_every": "--log-every", "stop_after": "--stop-after", "threads": "--threads",
+         "time_budget": "--time-budget"}
 MAX_CROP = 4096
 MAX_SEED = 2 ** 53  # the crop generator is seeded with seed * 1000 + rank, well inside 64 bits
 
@@ -173,6 +177,9 @@ def check_settings(cfg: TrainConfig) -> None:
     _check_int(cfg, "log_every", 1)
     _check_int(cfg, "stop_after", 0, optional=True)
     _check_int(cfg, "threads", 1, 4096, optional=True)
+    _check_float(cfg, "time_budget", positive=True, optional=True)
+    if cfg.amp not in (None, "bf16"):
+        raise TrainError(f"--amp must be 'bf16' or off, got {cfg.amp!r}")
 
 
 # --- model construction ---------------------------------------------------------------------
@@ -330,7 +337,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                          f"schedule decays from --lr to --lr-min")
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
-    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen)
+    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen, device=device)
     local_batch = cfg.batch // dist.world
 
     # Resume: one file holds the weights, the optimiser, every rank's generator and the step.
@@ -359,20 +366,24 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
 
     log = _Log(out / "log.jsonl" if dist.main else None)
     recipe = {k: getattr(cfg, k) for k in ("batch", "crop", "queries", "scale", "seed", "iters", "w_recon", "w_avg",
-                                             "lr_min", "data", "variant")}
+                                             "lr_min", "data", "variant", "amp", "compile", "time_budget")}
     recipe["lr"] = lr0
     if dist.main:
         log.write(event="start", world_size=dist.world, device=str(device), resume_from=(start_phase, start_step)
                   if cfg.resume else None, init=init_info, **{k: v for k, v in recipe.items()})
 
     steps_this_run = 0
+    t_start = time.perf_counter()
+    amp = torch.bfloat16 if cfg.amp == "bf16" else None
     val_psnr = float("nan")
     last_good = str(state_path) if state_path.exists() else None
     with StopSignals() as signals:
         for phase in phases:
             total = _iters_for(cfg, phase)
             params = set_phase(model, phase)
-            net = PhaseNet(model, phase, channels_last)
+            net = PhaseNet(model, phase, channels_last, amp)
+            if cfg.compile:
+                net = torch.compile(net)
             if dist.active:
                 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -403,6 +414,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                            dynamic_ncols=True)
             t_last, n_last = time.perf_counter(), 0
             loss_acc, n_acc = 0.0, 0
+            budget = _PhaseBudget(cfg, phases, phase, step, total, t_start) if cfg.time_budget else None
             stopped = interrupted = False
             # Under DDP a signal may reach one rank only, or the ranks at different steps:
             # they stop together at the step after the all-reduce that first carries it.
@@ -431,6 +443,15 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                     opt.step()
                     step += 1
                     steps_this_run += 1
+                    if budget is not None:
+                        capped = budget.update(step, dist)
+                        if capped is not None and capped != total:
+                            total = capped
+                            if bar is not None:
+                                bar.total = total
+                            if dist.main:
+                                log.write(event="time_budget", phase=phase, step=step, iters=total,
+                                          steps_per_s=round(budget.rate, 3))
                     loss_acc, n_acc = loss_acc + loss_val, n_acc + 1
                     n_last += cfg.batch
                     if val_pairs and (step % cfg.val_every == 0 or step == total):
@@ -471,6 +492,49 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
     return model
 
 
+class _PhaseBudget:
+    """Caps a phase's iterations so that the invocation ends within ``--time-budget``.
+
+    The phase's share of the time left is in proportion to its ``--iters`` among the phases
+    still to run (a phase that ends early leaves its time to the next). After a few warm-up
+    steps (allocator, cuDNN and compile warm-up) the step rate is measured over the next
+    ones and the phase's total is set once: ``min(iters, step + rate * share)``; the cosine
+    schedule then runs to its end over the capped total. The cap depends on the machine's
+    speed, so a budgeted run is repeatable only up to where the cap falls.
+    """
+
+    WARMUP, MEASURE = 5, 20
+    RESERVE = 0.03  # of the budget, plus 5 s: the final checkpoints and the export
+
+    def __init__(self, cfg: TrainConfig, phases: list[int], phase: int, step: int, total: int, t_start: float):
+        self.cfg, self.t_start, self.total = cfg, t_start, total
+        rest = [p for p in phases if p >= phase]
+        weights = [_iters_for(cfg, p) for p in rest]
+        self.share = weights[0] / max(sum(weights), 1)
+        self.first = step
+        self.t0 = None
+        self.rate = float("nan")
+        self.done = False
+
+    def update(self, step: int, dist: Dist) -> int | None:
+        if self.done:
+            return None
+        n = step - self.first
+        if n == self.WARMUP:
+            self.t0 = time.perf_counter()
+        if n < self.WARMUP + self.MEASURE:
+            return None
+        now = time.perf_counter()
+        self.rate = self.MEASURE / max(now - self.t0, 1e-9)
+        budget = float(self.cfg.time_budget)
+        left = budget * (1 - self.RESERVE) - 5.0 - (now - self.t_start)
+        extra = max(0, int(self.rate * max(left, 0.0) * self.share))
+        cap = min(self.total, step + extra)
+        cap = dist.min_int(cap)  # every rank must stop at the same step
+        self.done = True
+        return cap
+
+
 def _global_step(cfg: TrainConfig, phase: int, step: int) -> int:
     return sum(_iters_for(cfg, p) for p in range(phase)) + step
 
@@ -498,7 +562,8 @@ def register(sub) -> None:
                        description="Train PCSR: phase 0 = backbone + heaviest upsampler (L1); phase j >= 1 = freeze, add "
                                    "upsampler j (and the classifier at j = 1), soft mixture, w_recon*L1 + w_avg*L_avg. "
                                    "Multi-process: torchrun --nproc_per_node N -m pcsr train ...")
-    p.add_argument("data", nargs="+", metavar="DATA", help="folders (or files) of HR training images")
+    p.add_argument("data", nargs="+", metavar="DATA",
+                   help="folders (or files) of HR training images, or packs of pre-cut tiles (.pack)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created if missing)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
                    help="architecture (default: that of the run being resumed, of --init, or fsrcnn)")
@@ -529,6 +594,12 @@ def register(sub) -> None:
     p.add_argument("--export", metavar="PATH", help="also write the final model here (project format)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--amp", choices=["off", "bf16"], default="off",
+                   help="bf16 autocast of the backbone and MLPs (GPU; the loss and the output sum stay float32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-phase network (off by default)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="end within this many seconds: each phase's iterations are capped from the measured step "
+                        "rate, in proportion to --iters (the cosine schedule then ends on time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -552,7 +623,8 @@ def cmd_train(args) -> int:
                       w_recon=args.w_recon, w_avg=args.w_avg, seed=args.seed, val=args.val, val_every=args.val_every,
                       val_crop=args.val_crop or None, save_every=args.save_every, log_every=args.log_every,
                       resume=args.resume, init=args.init, stop_after=args.stop_after, device=args.device,
-                      threads=args.threads, progress=not args.no_progress)
+                      threads=args.threads, progress=not args.no_progress,
+                      amp=None if args.amp == "off" else args.amp, compile=args.compile, time_budget=args.time_budget)
     if args.export:
         from .imageio import ImageError, check_writable
 
