@@ -127,10 +127,17 @@ class CropSampler:
         generator: the only source of randomness (CPU).
         device: where the images are kept and the batches made (default: the CPU). The
             batches are the same on every device, to float rounding.
+        rescale: the authors' scale augmentation (their ``data_augmentation.py`` keeps
+            every DIV2K image at 1, 0.9, 0.8, 0.7 and 0.6 of its size): each crop is cut
+            at ``crop / s`` pixels and reduced to ``crop`` by MATLAB bicubic, rounded to
+            8 bits as their saved images are, for ``s`` drawn from these factors in
+            proportion to ``s**2`` (the area, hence the share of crops, each reduced copy
+            has among theirs). ``None``: every crop at full size.
     """
 
     def __init__(self, images: list[torch.Tensor], crop: int, scale: int, queries: int | None,
-                 generator: torch.Generator, device: torch.device | str | None = None):
+                 generator: torch.Generator, device: torch.device | str | None = None,
+                 rescale: Sequence[float] | None = None):
         if crop % scale:
             raise DataError(f"the crop ({crop}) must be a multiple of the scale ({scale})")
         if not images:
@@ -145,6 +152,7 @@ class CropSampler:
         # likely to be in a crop whatever the image sizes.
         area = torch.tensor([float(im.shape[1] * im.shape[2]) for im in images], dtype=torch.float64)
         self.weights = area / area.sum()
+        self.rescale = _check_rescale(rescale)
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self.gen))
@@ -153,9 +161,7 @@ class CropSampler:
         """One augmented HR crop ``[3, crop, crop]`` float32 in [0, 1]."""
         i = int(torch.multinomial(self.weights, 1, generator=self.gen))
         im = self.images[i]
-        c = self.crop
-        y, x = self._randint(im.shape[1] - c + 1), self._randint(im.shape[2] - c + 1)
-        hr = im[:, y:y + c, x:x + c].float().div_(255)
+        hr = _cut(im, self.crop, self.rescale, self.gen)
         flips = torch.rand(3, generator=self.gen) < 0.5
         if flips[0]:
             hr = hr.flip(-1)
@@ -206,16 +212,48 @@ def validation_pairs(paths: Sequence[Path], scale: int, max_side: int | None) ->
     return pairs
 
 
+# --- scale augmentation -----------------------------------------------------------------------------
+
+AUTHORS_RESCALE = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def _check_rescale(rescale) -> tuple[float, ...] | None:
+    if rescale is None:
+        return None
+    out = tuple(float(s) for s in rescale)
+    if not out or not all(0 < s <= 1 for s in out):
+        raise DataError(f"rescale factors must lie in (0, 1], got {list(rescale)}")
+    return None if out == (1.0,) else out
+
+
+def _cut(im: torch.Tensor, c: int, rescale: tuple[float, ...] | None, gen: torch.Generator) -> torch.Tensor:
+    """A random ``c`` x ``c`` crop of the uint8 image ``im`` as float32 in [0, 1]; with
+    ``rescale``, cut at ``c / s`` and reduced (see :class:`CropSampler`)."""
+    side = c
+    if rescale:
+        w = torch.tensor([s * s for s in rescale], dtype=torch.float64)
+        s = rescale[int(torch.multinomial(w, 1, generator=gen))]
+        side = min(round(c / s), im.shape[1], im.shape[2])  # a small image: as much as it has
+    y = int(torch.randint(im.shape[1] - side + 1, (1,), generator=gen))
+    x = int(torch.randint(im.shape[2] - side + 1, (1,), generator=gen))
+    hr = im[:, y:y + side, x:x + side].float().div_(255)
+    if side != c:
+        hr = imresize(hr, size=(c, c)).clamp_(0, 1).mul_(255).round_().div_(255)
+    return hr
+
+
 # --- packs ---------------------------------------------------------------------------------------
 
 def write_pack(paths: Sequence[str | os.PathLike], out: str | os.PathLike, tile: int, count: int, seed: int = 0,
-               max_bytes: int | None = None, note: str | None = None) -> dict:
+               max_bytes: int | None = None, note: str | None = None,
+               rescale: Sequence[float] | None = None) -> dict:
     """Cut ``count`` tiles of ``tile`` x ``tile`` pixels from the images ``paths`` into the
     pack ``out`` (a zip of PNG tiles and ``manifest.json``), stopping early when the next
     tile would take the file past ``max_bytes``. Tiles are drawn as :class:`CropSampler`
-    draws crops (an image in proportion to its area, a uniform position; no flips: the
-    sampler flips at training time) from a generator seeded with ``seed``, so a pack is
-    reproducible from its sources. Returns the manifest."""
+    draws crops (an image in proportion to its area, a uniform position, the scale
+    augmentation ``rescale`` if given; no flips: the sampler flips at training time) from a
+    generator seeded with ``seed``, so a pack is reproducible from its sources. Returns the
+    manifest."""
     from PIL import Image
 
     paths = [Path(p) for p in paths]
@@ -233,12 +271,9 @@ def write_pack(paths: Sequence[str | os.PathLike], out: str | os.PathLike, tile:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
         for n in range(count):
             i = int(torch.multinomial(weights, 1, generator=gen))
-            im = images[i]
-            y = int(torch.randint(im.shape[1] - tile + 1, (1,), generator=gen))
-            x = int(torch.randint(im.shape[2] - tile + 1, (1,), generator=gen))
+            cut = _cut(images[i], tile, _check_rescale(rescale), gen).mul_(255).round_().to(torch.uint8)
             buf = io.BytesIO()
-            Image.fromarray(im[:, y:y + tile, x:x + tile].permute(1, 2, 0).numpy()).save(buf, format="PNG",
-                                                                                        compress_level=9)
+            Image.fromarray(cut.permute(1, 2, 0).numpy()).save(buf, format="PNG", compress_level=9)
             data = buf.getvalue()
             if max_bytes is not None and size + len(data) + 200 > max_bytes - 65536:
                 break
@@ -248,6 +283,7 @@ def write_pack(paths: Sequence[str | os.PathLike], out: str | os.PathLike, tile:
         else:
             n = count
         manifest = {"format": PACK_FORMAT, "version": PACK_VERSION, "tile": tile, "count": n, "seed": seed,
+                    "rescale": list(rescale) if rescale else None,
                     "sources": [{"file": name, "tiles": u} for name, u in zip(names, used)] if len(names) == len(
                         images) else [{"file": str(p)} for p in paths]}
         if note:

@@ -18,6 +18,14 @@ Phases, for a model with M upsamplers (branch 0 the heaviest):
   what the authors' recipe gives it. Under DDP the sums run over the global batch (a
   differentiable all-reduce), as on one process.
 
+``heavy_share`` (``pcsr train --heavy-share``; default off, the authors' balance) moves
+the targets: the heavy branches of the phase (the first ceil((j+1)/2)) together get that
+share of the mass, the light ones the rest. The balance is what places the classifier's
+threshold: at convergence the heavy share of the training pixels is the share whose gain
+from the heavy branch is largest, so on a data set where fewer pixels than the share gain
+anything (flat art, soft photographs) the threshold falls among flat pixels, and there
+the only systematic difference left is the sub-pixel position.
+
 The frozen modules stay in eval mode for the whole phase, validation included (CARN's
 BatchNorm must neither normalise with batch statistics nor update its running ones).
 """
@@ -136,8 +144,14 @@ def phase_loss(pred, probs, gt, cfg, world: int = 1) -> tuple[torch.Tensor, dict
         with warnings.catch_warnings():  # deprecated in favour of a private API; still supported
             warnings.simplefilter("ignore", FutureWarning)
             sums = all_reduce(sums)
-    target = probs[..., 0].numel() * world / A  # N / A over the global batch
-    l_avg = (sums - target).abs().sum() / (2 * target)
+    n = probs[..., 0].numel() * world  # N over the global batch
+    target = torch.full((A,), n / A, dtype=sums.dtype, device=sums.device)
+    share = getattr(cfg, "heavy_share", None)
+    if share is not None:  # the heavy branches (the first ceil(A/2)) share `share` of the mass
+        nh = (A + 1) // 2
+        target[:nh] = share * n / nh
+        target[nh:] = (1 - share) * n / (A - nh)
+    l_avg = (sums - target).abs().sum() / (2 * n / A)
     return cfg.w_recon * l1 + cfg.w_avg * l_avg, {"l1": float(l1.detach()), "l_avg": float(l_avg.detach())}
 
 

@@ -48,7 +48,7 @@ from . import checkpoint as ckpt
 from . import schema
 from .backbones import RGB_MEAN
 from .checkpoint import CheckpointError
-from .data import CropSampler, DataError, find_images, load_images, validation_pairs
+from .data import AUTHORS_RESCALE, CropSampler, DataError, find_images, load_images, validation_pairs
 from .distributed import Dist
 from .interrupt import StopSignals, TrainInterrupted
 from .model import PCSR
@@ -96,6 +96,9 @@ class TrainConfig:
     amp: str | None = None  # "bf16": autocast the backbone and MLPs (CUDA; allowed on CPU, slower there)
     compile: bool = False  # torch.compile the per-phase network
     time_budget: float | None = None  # seconds for the whole invocation; caps each phase's iterations
+    phase_files: bool = True  # keep phase<j>.safetensors at the end of each phase
+    rescale: list[float] | None = None  # scale augmentation factors (data.AUTHORS_RESCALE: the authors')
+    heavy_share: float | None = None  # L_avg's target share of the heavy branches (None: 1/M per branch)
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -178,6 +181,8 @@ def check_settings(cfg: TrainConfig) -> None:
     _check_int(cfg, "stop_after", 0, optional=True)
     _check_int(cfg, "threads", 1, 4096, optional=True)
     _check_float(cfg, "time_budget", positive=True, optional=True)
+    if cfg.heavy_share is not None and not (isinstance(cfg.heavy_share, (int, float)) and 0 < cfg.heavy_share < 1):
+        raise TrainError(f"--heavy-share must lie strictly between 0 and 1, got {cfg.heavy_share!r}")
     if cfg.amp not in (None, "bf16"):
         raise TrainError(f"--amp must be 'bf16' or off, got {cfg.amp!r}")
 
@@ -337,11 +342,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                          f"schedule decays from --lr to --lr-min")
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
-    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen, device=device)
+    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen, device=device, rescale=cfg.rescale)
     local_batch = cfg.batch // dist.world
 
     # Resume: one file holds the weights, the optimiser, every rank's generator and the step.
-    start_phase, start_step, resume_tensors = phases[0], 0, None
+    start_phase, start_step, resume_tensors, start_total = phases[0], 0, None, None
     if state_path.exists() and not cfg.resume:
         raise TrainError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
     if cfg.resume:
@@ -359,6 +364,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                                  f"now {getattr(cfg, key)!r}; an exact resume needs the same recipe")
         gen.set_state(tensors[f"rng.{dist.rank}"])
         start_phase, start_step = info["phase"], info["step"]
+        # A phase cut short by --time-budget ended at its capped total: resuming goes on
+        # from there, not up to the phase's --iters.
+        saved_total = info.get("phase_iters")
+        if _is_int(saved_total) and start_step <= saved_total:
+            start_total = saved_total
         resume_tensors = tensors
         phases = [p for p in phases if p >= start_phase]
         if start_phase not in phases:
@@ -366,7 +376,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
 
     log = _Log(out / "log.jsonl" if dist.main else None)
     recipe = {k: getattr(cfg, k) for k in ("batch", "crop", "queries", "scale", "seed", "iters", "w_recon", "w_avg",
-                                             "lr_min", "data", "variant", "amp", "compile", "time_budget")}
+                                             "lr_min", "data", "variant", "amp", "compile", "time_budget", "rescale",
+                                             "heavy_share")}
     recipe["lr"] = lr0
     if dist.main:
         log.write(event="start", world_size=dist.world, device=str(device), resume_from=(start_phase, start_step)
@@ -380,6 +391,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
     with StopSignals() as signals:
         for phase in phases:
             total = _iters_for(cfg, phase)
+            if start_total is not None and phase == start_phase:
+                total = start_total
             params = set_phase(model, phase)
             net = PhaseNet(model, phase, channels_last, amp)
             if cfg.compile:
@@ -399,9 +412,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                 nonlocal last_good
                 states = dist.gather_rng(gen.get_state())
                 if dist.main:
-                    save_state(state_path, model, opt, phase, step, states, {"recipe": recipe})
+                    meta = {"recipe": recipe}
+                    if total != _iters_for(cfg, phase):  # capped by --time-budget
+                        meta["phase_iters"] = total
+                    save_state(state_path, model, opt, phase, step, states, meta)
                     ckpt.save(model, out / MODEL_FILE, _info(cfg, phase, step, total, val_psnr))
-                    if tag:
+                    if tag and cfg.phase_files:
                         ckpt.save(model, out / f"{tag}.safetensors", _info(cfg, phase, step, total, val_psnr))
                 last_good = str(state_path)
                 dist.barrier()
@@ -543,6 +559,10 @@ def _info(cfg: TrainConfig, phase: int, step: int, total: int, val_psnr: float) 
     info = {"trained_with": "pcsr train", "phase": phase, "step": step, "phase_iters": total,
             "iters": list(cfg.iters), "batch": cfg.batch, "crop": cfg.crop, "queries": cfg.queries,
             "data": [str(d) for d in cfg.data]}
+    if cfg.rescale:
+        info["rescale"] = list(cfg.rescale)
+    if cfg.amp:
+        info["amp"] = cfg.amp
     if math.isfinite(val_psnr):
         info["val_psnr"] = round(val_psnr, 3)
     if cfg.init:
@@ -597,6 +617,15 @@ def register(sub) -> None:
     p.add_argument("--amp", choices=["off", "bf16"], default="off",
                    help="bf16 autocast of the backbone and MLPs (GPU; the loss and the output sum stay float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-phase network (off by default)")
+    p.add_argument("--heavy-share", type=float, metavar="F",
+                   help="L_avg's target: the heavy branches' share of the probability mass in phases >= 1 "
+                        "(default: the authors' equal shares, 1/M per branch)")
+    p.add_argument("--rescale", type=float, nargs="*", metavar="S",
+                   help="scale augmentation: cut each crop at crop/S and reduce it (MATLAB bicubic), S drawn from "
+                        "these factors in proportion to S^2; the flag alone gives the authors' 1 0.9 0.8 0.7 0.6")
+    p.add_argument("--no-phase-files", action="store_true",
+                   help="do not keep a phase<j>.safetensors copy at the end of each phase (model.safetensors holds "
+                        "the latest weights either way)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="end within this many seconds: each phase's iterations are capped from the measured step "
                         "rate, in proportion to --iters (the cosine schedule then ends on time)")
@@ -624,7 +653,10 @@ def cmd_train(args) -> int:
                       val_crop=args.val_crop or None, save_every=args.save_every, log_every=args.log_every,
                       resume=args.resume, init=args.init, stop_after=args.stop_after, device=args.device,
                       threads=args.threads, progress=not args.no_progress,
-                      amp=None if args.amp == "off" else args.amp, compile=args.compile, time_budget=args.time_budget)
+                      amp=None if args.amp == "off" else args.amp, compile=args.compile, time_budget=args.time_budget,
+                      phase_files=not args.no_phase_files,
+                      rescale=None if args.rescale is None else (list(args.rescale) or list(AUTHORS_RESCALE)),
+                      heavy_share=args.heavy_share)
     if args.export:
         from .imageio import ImageError, check_writable
 
