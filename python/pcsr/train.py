@@ -99,6 +99,7 @@ class TrainConfig:
     phase_files: bool = True  # keep phase<j>.safetensors at the end of each phase
     rescale: list[float] | None = None  # scale augmentation factors (data.AUTHORS_RESCALE: the authors')
     heavy_share: float | None = None  # L_avg's target share of the heavy branches (None: 1/M per branch)
+    reinit: list[str] | None = None  # modules given fresh (seeded) weights after --init: "classifier", "upsampler<j>"
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -181,6 +182,8 @@ def check_settings(cfg: TrainConfig) -> None:
     _check_int(cfg, "stop_after", 0, optional=True)
     _check_int(cfg, "threads", 1, 4096, optional=True)
     _check_float(cfg, "time_budget", positive=True, optional=True)
+    if cfg.reinit and not cfg.init:
+        raise TrainError("--reinit needs --init (the weights the other modules keep)")
     if cfg.heavy_share is not None and not (isinstance(cfg.heavy_share, (int, float)) and 0 < cfg.heavy_share < 1):
         raise TrainError(f"--heavy-share must lie strictly between 0 and 1, got {cfg.heavy_share!r}")
     if cfg.amp not in (None, "bf16"):
@@ -326,6 +329,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
         check_compatible(model, ckpt.model_config(init_model), f"--init {cfg.init}")
         ckpt._load_state(model, init_model.state_dict(), f"--init {cfg.init}")
         init_info = str(cfg.init)
+        if cfg.reinit:
+            _reinit(model, cfg)
     model.to(device)
     # oneDNN's grouped-conv backward is 3-5x slower in NCHW than in NHWC on CPUs (measured
     # on CARN-M's 13-channel groups); FSRCNN's dense convs are faster in NCHW.
@@ -551,6 +556,26 @@ class _PhaseBudget:
         return cap
 
 
+def _reinit_module(model: PCSR, name: str) -> torch.nn.Module:
+    if name == "classifier":
+        return model.classifier
+    if name.startswith("upsampler") and name[len("upsampler"):].isdigit():
+        j = int(name[len("upsampler"):])
+        if j < model.num_branches:
+            return model.upsamplers[j]
+    raise TrainError(f"--reinit: unknown module {name!r} (classifier, or upsampler0..upsampler{model.num_branches - 1})")
+
+
+def _reinit(model: PCSR, cfg: TrainConfig) -> None:
+    """Give the modules named in ``cfg.reinit`` the weights a fresh model of seed
+    ``cfg.seed`` has (so the result is repeatable); the rest keep the --init weights."""
+    targets = [_reinit_module(model, n) for n in cfg.reinit]
+    torch.manual_seed(cfg.seed)
+    fresh = build_model(cfg)
+    for name, mod in zip(cfg.reinit, targets):
+        mod.load_state_dict(_reinit_module(fresh, name).state_dict())
+
+
 def _global_step(cfg: TrainConfig, phase: int, step: int) -> int:
     return sum(_iters_for(cfg, p) for p in range(phase)) + step
 
@@ -561,6 +586,10 @@ def _info(cfg: TrainConfig, phase: int, step: int, total: int, val_psnr: float) 
             "data": [str(d) for d in cfg.data]}
     if cfg.rescale:
         info["rescale"] = list(cfg.rescale)
+    if cfg.heavy_share is not None:
+        info["heavy_share"] = cfg.heavy_share
+    if cfg.reinit:
+        info["reinit"] = list(cfg.reinit)
     if cfg.amp:
         info["amp"] = cfg.amp
     if math.isfinite(val_psnr):
@@ -617,6 +646,8 @@ def register(sub) -> None:
     p.add_argument("--amp", choices=["off", "bf16"], default="off",
                    help="bf16 autocast of the backbone and MLPs (GPU; the loss and the output sum stay float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-phase network (off by default)")
+    p.add_argument("--reinit", nargs="+", metavar="MODULE",
+                   help="with --init: start these modules afresh (seeded): classifier, upsampler<j>")
     p.add_argument("--heavy-share", type=float, metavar="F",
                    help="L_avg's target: the heavy branches' share of the probability mass in phases >= 1 "
                         "(default: the authors' equal shares, 1/M per branch)")
@@ -656,7 +687,7 @@ def cmd_train(args) -> int:
                       amp=None if args.amp == "off" else args.amp, compile=args.compile, time_budget=args.time_budget,
                       phase_files=not args.no_phase_files,
                       rescale=None if args.rescale is None else (list(args.rescale) or list(AUTHORS_RESCALE)),
-                      heavy_share=args.heavy_share)
+                      heavy_share=args.heavy_share, reinit=args.reinit)
     if args.export:
         from .imageio import ImageError, check_writable
 
