@@ -47,6 +47,14 @@ class Dist:
         self.dist.all_reduce(t)
         return float(t[0]) / self.world, bool(t[1] > 0)
 
+    def min_int(self, value: int) -> int:
+        """The smallest ``value`` over the ranks."""
+        if not self.active:
+            return int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
+        return int(t[0])
+
     def gather_rng(self, state: torch.Tensor) -> list[torch.Tensor]:
         if not self.active:
             return [state]

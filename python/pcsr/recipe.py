@@ -10,10 +10,24 @@ Phases, for a model with M upsamplers (branch 0 the heaviest):
 
       pred  = bilinear(lr) + sum_{i<=j} p_i U_i,   p = softmax(classifier logits 0..j)
       loss  = w_recon * L1(pred, hr) + w_avg * L_avg
-      L_avg = sum_{i<=j} |sum_n p_ni - N/(j+1)| / (N/(j+1))     (N pixels of the batch)
+      L_avg = 1/2 sum_{i<=j} |sum_n p_ni - N/(j+1)| / (N/(j+1))     (N pixels of the batch)
 
-  which for M = 2 is the authors' form (normalised by N/2). Under DDP the sums run over
-  the global batch (a differentiable all-reduce), as on one process.
+  For two branches this is the authors' term exactly, ``|sum_n p_n,heavy - N/2| / (N/2)``:
+  the sum over the branches counts every misplaced unit of probability twice (once where
+  it is in excess, once where it is missing), hence the 1/2. Without it L_avg weighs twice
+  what the authors' recipe gives it. Under DDP the sums run over the global batch (a
+  differentiable all-reduce), as on one process.
+
+``heavy_share`` (``pcsr train --heavy-share``; default off, the authors' balance) moves
+the targets: the heavy branches of the phase (the first ceil((j+1)/2)) together get that
+share of the mass, the light ones the rest. The balance is what places the classifier's
+threshold: at convergence the heavy share of the training pixels is the share whose gain
+from the heavy branch is largest, so on a data set where fewer pixels than the share gain
+anything (flat art, soft photographs) the threshold falls among flat pixels, and there
+the only systematic difference left is the sub-pixel position.
+
+The frozen modules stay in eval mode for the whole phase, validation included (CARN's
+BatchNorm must neither normalise with batch statistics nor update its running ones).
 """
 from __future__ import annotations
 
@@ -59,11 +73,16 @@ class PhaseNet(nn.Module):
 
     Frozen parts run without autograd, so phase j >= 1 costs one backbone forward and the
     frozen MLPs' forwards plus the trainable MLPs' forward and backward.
+
+    With ``amp`` (a dtype, e.g. ``torch.bfloat16``) the backbone and the MLPs run under
+    autocast; the residuals and probabilities come out in float32 and the bilinear base,
+    the mixture and the loss stay in float32 (a bf16 sum ``base + residual`` would round
+    the output to 1/256 of its value, coarser than the errors being trained away).
     """
 
-    def __init__(self, model: PCSR, phase: int, channels_last: bool = False):
+    def __init__(self, model: PCSR, phase: int, channels_last: bool = False, amp: torch.dtype | None = None):
         super().__init__()
-        self.model, self.phase, self.channels_last = model, phase, channels_last
+        self.model, self.phase, self.channels_last, self.amp = model, phase, channels_last, amp
 
     def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor):
         m, j = self.model, self.phase
@@ -72,14 +91,17 @@ class PhaseNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         base = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border",
                              align_corners=False)[:, :, 0, :].permute(0, 2, 1)  # [B, Q, 3]
-        if j == 0:
-            inp = make_mlp_input(m.backbone(x), coord, cell)  # [B, Q, D+4]
-            return m.denormalise_points(base + m.upsamplers[0](inp)), None
-        with torch.no_grad():
-            inp = make_mlp_input(m.backbone(x), coord, cell)
-            frozen = [m.upsamplers[i](inp) for i in range(j)]
-        probs = torch.softmax(m.classifier(inp)[..., :j + 1], dim=-1)  # [B, Q, j+1]
-        preds = torch.stack(frozen + [m.upsamplers[j](inp)], dim=2)  # [B, Q, j+1, 3]
+        with torch.autocast(x.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
+            if j == 0:
+                inp = make_mlp_input(m.backbone(x), coord, cell)  # [B, Q, D+4]
+                return m.denormalise_points(base + m.upsamplers[0](inp).float()), None
+            with torch.no_grad():
+                inp = make_mlp_input(m.backbone(x), coord, cell)
+                frozen = [m.upsamplers[i](inp).float() for i in range(j)]
+            logits = m.classifier(inp)[..., :j + 1].float()
+            trained = m.upsamplers[j](inp).float()
+        probs = torch.softmax(logits, dim=-1)  # [B, Q, j+1]
+        preds = torch.stack(frozen + [trained], dim=2)  # [B, Q, j+1, 3]
         pred = base + (probs.unsqueeze(-1) * preds).sum(2)
         return m.denormalise_points(pred), probs
 
@@ -122,8 +144,14 @@ def phase_loss(pred, probs, gt, cfg, world: int = 1) -> tuple[torch.Tensor, dict
         with warnings.catch_warnings():  # deprecated in favour of a private API; still supported
             warnings.simplefilter("ignore", FutureWarning)
             sums = all_reduce(sums)
-    target = probs[..., 0].numel() * world / A  # N / A over the global batch
-    l_avg = (sums - target).abs().sum() / target
+    n = probs[..., 0].numel() * world  # N over the global batch
+    target = torch.full((A,), n / A, dtype=sums.dtype, device=sums.device)
+    share = getattr(cfg, "heavy_share", None)
+    if share is not None:  # the heavy branches (the first ceil(A/2)) share `share` of the mass
+        nh = (A + 1) // 2
+        target[:nh] = share * n / nh
+        target[nh:] = (1 - share) * n / (A - nh)
+    l_avg = (sums - target).abs().sum() / (2 * n / A)
     return cfg.w_recon * l1 + cfg.w_avg * l_avg, {"l1": float(l1.detach()), "l_avg": float(l_avg.detach())}
 
 
@@ -137,8 +165,10 @@ def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
 @torch.no_grad()
 def predict_phase(model: PCSR, lr: torch.Tensor, scale: int, phase: int, chunk: int = 65536) -> torch.Tensor:
     """Full-image SR with the branches of ``phase`` only and hard (argmax) routing among them;
-    at the last phase this is the real inference path (``model.forward``, k = 0, refinement)."""
-    was_training = model.training
+    at the last phase this is the real inference path (``model.forward``, k = 0, refinement).
+    Every module's train/eval mode is restored afterwards, one by one: a plain
+    ``model.train()`` would put the frozen backbone of phase j >= 1 back in training mode."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         if phase >= model.num_branches - 1:
@@ -164,7 +194,8 @@ def predict_phase(model: PCSR, lr: torch.Tensor, scale: int, phase: int, chunk: 
             out.append(model.denormalise_points(base + res))
         return torch.cat(out, 1).transpose(1, 2).reshape(B, 3, H, W)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def validate(model: PCSR, pairs, scale: int, phase: int, device) -> float:

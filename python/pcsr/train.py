@@ -48,7 +48,7 @@ from . import checkpoint as ckpt
 from . import schema
 from .backbones import RGB_MEAN
 from .checkpoint import CheckpointError
-from .data import CropSampler, DataError, find_images, load_images, validation_pairs
+from .data import AUTHORS_RESCALE, CropSampler, DataError, find_images, load_images, validation_pairs
 from .distributed import Dist
 from .interrupt import StopSignals, TrainInterrupted
 from .model import PCSR
@@ -93,6 +93,13 @@ class TrainConfig:
     device: str | None = None
     threads: int | None = None
     progress: bool = True
+    amp: str | None = None  # "bf16": autocast the backbone and MLPs (CUDA; allowed on CPU, slower there)
+    compile: bool = False  # torch.compile the per-phase network
+    time_budget: float | None = None  # seconds for the whole invocation; caps each phase's iterations
+    phase_files: bool = True  # keep phase<j>.safetensors at the end of each phase
+    rescale: list[float] | None = None  # scale augmentation factors (data.AUTHORS_RESCALE: the authors')
+    heavy_share: float | None = None  # L_avg's target share of the heavy branches (None: 1/M per branch)
+    reinit: list[str] | None = None  # modules given fresh (seeded) weights after --init: "classifier", "upsampler<j>"
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -102,7 +109,8 @@ FLAGS = {"branches": "--branches", "upsamplers": "--upsamplers", "classifier": "
          "crop": "--crop", "queries": "--queries", "batch": "--batch", "iters": "--iters", "phases": "--phases",
          "lr": "--lr", "lr_min": "--lr-min", "w_recon": "--w-recon", "w_avg": "--w-avg", "seed": "--seed",
          "val_every": "--val-every", "val_crop": "--val-crop", "save_every": "--save-every",
-         "log_every": "--log-every", "stop_after": "--stop-after", "threads": "--threads"}
+         "log_every": "--log-every", "stop_after": "--stop-after", "threads": "--threads",
+         "time_budget": "--time-budget"}
 MAX_CROP = 4096
 MAX_SEED = 2 ** 53  # the crop generator is seeded with seed * 1000 + rank, well inside 64 bits
 
@@ -173,6 +181,13 @@ def check_settings(cfg: TrainConfig) -> None:
     _check_int(cfg, "log_every", 1)
     _check_int(cfg, "stop_after", 0, optional=True)
     _check_int(cfg, "threads", 1, 4096, optional=True)
+    _check_float(cfg, "time_budget", positive=True, optional=True)
+    if cfg.reinit and not cfg.init:
+        raise TrainError("--reinit needs --init (the weights the other modules keep)")
+    if cfg.heavy_share is not None and not (isinstance(cfg.heavy_share, (int, float)) and 0 < cfg.heavy_share < 1):
+        raise TrainError(f"--heavy-share must lie strictly between 0 and 1, got {cfg.heavy_share!r}")
+    if cfg.amp not in (None, "bf16"):
+        raise TrainError(f"--amp must be 'bf16' or off, got {cfg.amp!r}")
 
 
 # --- model construction ---------------------------------------------------------------------
@@ -314,6 +329,8 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
         check_compatible(model, ckpt.model_config(init_model), f"--init {cfg.init}")
         ckpt._load_state(model, init_model.state_dict(), f"--init {cfg.init}")
         init_info = str(cfg.init)
+        if cfg.reinit:
+            _reinit(model, cfg)
     model.to(device)
     # oneDNN's grouped-conv backward is 3-5x slower in NCHW than in NHWC on CPUs (measured
     # on CARN-M's 13-channel groups); FSRCNN's dense convs are faster in NCHW.
@@ -330,11 +347,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                          f"schedule decays from --lr to --lr-min")
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
-    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen)
+    sampler = CropSampler(images, cfg.crop, cfg.scale, cfg.queries, gen, device=device, rescale=cfg.rescale)
     local_batch = cfg.batch // dist.world
 
     # Resume: one file holds the weights, the optimiser, every rank's generator and the step.
-    start_phase, start_step, resume_tensors = phases[0], 0, None
+    start_phase, start_step, resume_tensors, start_total = phases[0], 0, None, None
     if state_path.exists() and not cfg.resume:
         raise TrainError(f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it or choose another --out")
     if cfg.resume:
@@ -352,6 +369,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                                  f"now {getattr(cfg, key)!r}; an exact resume needs the same recipe")
         gen.set_state(tensors[f"rng.{dist.rank}"])
         start_phase, start_step = info["phase"], info["step"]
+        # A phase cut short by --time-budget ended at its capped total: resuming goes on
+        # from there, not up to the phase's --iters.
+        saved_total = info.get("phase_iters")
+        if _is_int(saved_total) and start_step <= saved_total:
+            start_total = saved_total
         resume_tensors = tensors
         phases = [p for p in phases if p >= start_phase]
         if start_phase not in phases:
@@ -359,20 +381,27 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
 
     log = _Log(out / "log.jsonl" if dist.main else None)
     recipe = {k: getattr(cfg, k) for k in ("batch", "crop", "queries", "scale", "seed", "iters", "w_recon", "w_avg",
-                                             "lr_min", "data", "variant")}
+                                             "lr_min", "data", "variant", "amp", "compile", "time_budget", "rescale",
+                                             "heavy_share")}
     recipe["lr"] = lr0
     if dist.main:
         log.write(event="start", world_size=dist.world, device=str(device), resume_from=(start_phase, start_step)
                   if cfg.resume else None, init=init_info, **{k: v for k, v in recipe.items()})
 
     steps_this_run = 0
+    t_start = time.perf_counter()
+    amp = torch.bfloat16 if cfg.amp == "bf16" else None
     val_psnr = float("nan")
     last_good = str(state_path) if state_path.exists() else None
     with StopSignals() as signals:
         for phase in phases:
             total = _iters_for(cfg, phase)
+            if start_total is not None and phase == start_phase:
+                total = start_total
             params = set_phase(model, phase)
-            net = PhaseNet(model, phase, channels_last)
+            net = PhaseNet(model, phase, channels_last, amp)
+            if cfg.compile:
+                net = torch.compile(net)
             if dist.active:
                 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -388,9 +417,12 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                 nonlocal last_good
                 states = dist.gather_rng(gen.get_state())
                 if dist.main:
-                    save_state(state_path, model, opt, phase, step, states, {"recipe": recipe})
+                    meta = {"recipe": recipe}
+                    if total != _iters_for(cfg, phase):  # capped by --time-budget
+                        meta["phase_iters"] = total
+                    save_state(state_path, model, opt, phase, step, states, meta)
                     ckpt.save(model, out / MODEL_FILE, _info(cfg, phase, step, total, val_psnr))
-                    if tag:
+                    if tag and cfg.phase_files:
                         ckpt.save(model, out / f"{tag}.safetensors", _info(cfg, phase, step, total, val_psnr))
                 last_good = str(state_path)
                 dist.barrier()
@@ -403,6 +435,7 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                            dynamic_ncols=True)
             t_last, n_last = time.perf_counter(), 0
             loss_acc, n_acc = 0.0, 0
+            budget = _PhaseBudget(cfg, phases, phase, step, total, t_start) if cfg.time_budget else None
             stopped = interrupted = False
             # Under DDP a signal may reach one rank only, or the ranks at different steps:
             # they stop together at the step after the all-reduce that first carries it.
@@ -431,6 +464,15 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                     opt.step()
                     step += 1
                     steps_this_run += 1
+                    if budget is not None:
+                        capped = budget.update(step, dist)
+                        if capped is not None and capped != total:
+                            total = capped
+                            if bar is not None:
+                                bar.total = total
+                            if dist.main:
+                                log.write(event="time_budget", phase=phase, step=step, iters=total,
+                                          steps_per_s=round(budget.rate, 3))
                     loss_acc, n_acc = loss_acc + loss_val, n_acc + 1
                     n_last += cfg.batch
                     if val_pairs and (step % cfg.val_every == 0 or step == total):
@@ -471,6 +513,69 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
     return model
 
 
+class _PhaseBudget:
+    """Caps a phase's iterations so that the invocation ends within ``--time-budget``.
+
+    The phase's share of the time left is in proportion to its ``--iters`` among the phases
+    still to run (a phase that ends early leaves its time to the next). After a few warm-up
+    steps (allocator, cuDNN and compile warm-up) the step rate is measured over the next
+    ones and the phase's total is set once: ``min(iters, step + rate * share)``; the cosine
+    schedule then runs to its end over the capped total. The cap depends on the machine's
+    speed, so a budgeted run is repeatable only up to where the cap falls.
+    """
+
+    WARMUP, MEASURE = 5, 20
+    RESERVE = 0.03  # of the budget, plus 5 s: the final checkpoints and the export
+
+    def __init__(self, cfg: TrainConfig, phases: list[int], phase: int, step: int, total: int, t_start: float):
+        self.cfg, self.t_start, self.total = cfg, t_start, total
+        rest = [p for p in phases if p >= phase]
+        weights = [_iters_for(cfg, p) for p in rest]
+        self.share = weights[0] / max(sum(weights), 1)
+        self.first = step
+        self.t0 = None
+        self.rate = float("nan")
+        self.done = False
+
+    def update(self, step: int, dist: Dist) -> int | None:
+        if self.done:
+            return None
+        n = step - self.first
+        if n == self.WARMUP:
+            self.t0 = time.perf_counter()
+        if n < self.WARMUP + self.MEASURE:
+            return None
+        now = time.perf_counter()
+        self.rate = self.MEASURE / max(now - self.t0, 1e-9)
+        budget = float(self.cfg.time_budget)
+        left = budget * (1 - self.RESERVE) - 5.0 - (now - self.t_start)
+        extra = max(0, int(self.rate * max(left, 0.0) * self.share))
+        cap = min(self.total, step + extra)
+        cap = dist.min_int(cap)  # every rank must stop at the same step
+        self.done = True
+        return cap
+
+
+def _reinit_module(model: PCSR, name: str) -> torch.nn.Module:
+    if name == "classifier":
+        return model.classifier
+    if name.startswith("upsampler") and name[len("upsampler"):].isdigit():
+        j = int(name[len("upsampler"):])
+        if j < model.num_branches:
+            return model.upsamplers[j]
+    raise TrainError(f"--reinit: unknown module {name!r} (classifier, or upsampler0..upsampler{model.num_branches - 1})")
+
+
+def _reinit(model: PCSR, cfg: TrainConfig) -> None:
+    """Give the modules named in ``cfg.reinit`` the weights a fresh model of seed
+    ``cfg.seed`` has (so the result is repeatable); the rest keep the --init weights."""
+    targets = [_reinit_module(model, n) for n in cfg.reinit]
+    torch.manual_seed(cfg.seed)
+    fresh = build_model(cfg)
+    for name, mod in zip(cfg.reinit, targets):
+        mod.load_state_dict(_reinit_module(fresh, name).state_dict())
+
+
 def _global_step(cfg: TrainConfig, phase: int, step: int) -> int:
     return sum(_iters_for(cfg, p) for p in range(phase)) + step
 
@@ -479,6 +584,14 @@ def _info(cfg: TrainConfig, phase: int, step: int, total: int, val_psnr: float) 
     info = {"trained_with": "pcsr train", "phase": phase, "step": step, "phase_iters": total,
             "iters": list(cfg.iters), "batch": cfg.batch, "crop": cfg.crop, "queries": cfg.queries,
             "data": [str(d) for d in cfg.data]}
+    if cfg.rescale:
+        info["rescale"] = list(cfg.rescale)
+    if cfg.heavy_share is not None:
+        info["heavy_share"] = cfg.heavy_share
+    if cfg.reinit:
+        info["reinit"] = list(cfg.reinit)
+    if cfg.amp:
+        info["amp"] = cfg.amp
     if math.isfinite(val_psnr):
         info["val_psnr"] = round(val_psnr, 3)
     if cfg.init:
@@ -498,7 +611,8 @@ def register(sub) -> None:
                        description="Train PCSR: phase 0 = backbone + heaviest upsampler (L1); phase j >= 1 = freeze, add "
                                    "upsampler j (and the classifier at j = 1), soft mixture, w_recon*L1 + w_avg*L_avg. "
                                    "Multi-process: torchrun --nproc_per_node N -m pcsr train ...")
-    p.add_argument("data", nargs="+", metavar="DATA", help="folders (or files) of HR training images")
+    p.add_argument("data", nargs="+", metavar="DATA",
+                   help="folders (or files) of HR training images, or packs of pre-cut tiles (.pack)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created if missing)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
                    help="architecture (default: that of the run being resumed, of --init, or fsrcnn)")
@@ -529,6 +643,23 @@ def register(sub) -> None:
     p.add_argument("--export", metavar="PATH", help="also write the final model here (project format)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--amp", choices=["off", "bf16"], default="off",
+                   help="bf16 autocast of the backbone and MLPs (GPU; the loss and the output sum stay float32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-phase network (off by default)")
+    p.add_argument("--reinit", nargs="+", metavar="MODULE",
+                   help="with --init: start these modules afresh (seeded): classifier, upsampler<j>")
+    p.add_argument("--heavy-share", type=float, metavar="F",
+                   help="L_avg's target: the heavy branches' share of the probability mass in phases >= 1 "
+                        "(default: the authors' equal shares, 1/M per branch)")
+    p.add_argument("--rescale", type=float, nargs="*", metavar="S",
+                   help="scale augmentation: cut each crop at crop/S and reduce it (MATLAB bicubic), S drawn from "
+                        "these factors in proportion to S^2; the flag alone gives the authors' 1 0.9 0.8 0.7 0.6")
+    p.add_argument("--no-phase-files", action="store_true",
+                   help="do not keep a phase<j>.safetensors copy at the end of each phase (model.safetensors holds "
+                        "the latest weights either way)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="end within this many seconds: each phase's iterations are capped from the measured step "
+                        "rate, in proportion to --iters (the cosine schedule then ends on time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -552,7 +683,11 @@ def cmd_train(args) -> int:
                       w_recon=args.w_recon, w_avg=args.w_avg, seed=args.seed, val=args.val, val_every=args.val_every,
                       val_crop=args.val_crop or None, save_every=args.save_every, log_every=args.log_every,
                       resume=args.resume, init=args.init, stop_after=args.stop_after, device=args.device,
-                      threads=args.threads, progress=not args.no_progress)
+                      threads=args.threads, progress=not args.no_progress,
+                      amp=None if args.amp == "off" else args.amp, compile=args.compile, time_budget=args.time_budget,
+                      phase_files=not args.no_phase_files,
+                      rescale=None if args.rescale is None else (list(args.rescale) or list(AUTHORS_RESCALE)),
+                      heavy_share=args.heavy_share, reinit=args.reinit)
     if args.export:
         from .imageio import ImageError, check_writable
 
