@@ -43,11 +43,12 @@ def extension_loaded() -> bool:
     return _EXT_ERROR is None
 
 
-from . import backend, ops  # noqa: E402
+from . import autograd, backend, ops  # noqa: E402
 from .backend import get_backend, set_backend, use_backend  # noqa: E402,F401
 from .precision import PRECISIONS, get_precision, set_precision, use_precision  # noqa: E402,F401
 
 ops.register_all()
+autograd.register_all()  # gradients of every backend's ops: pcsr_kernels.autograd
 
 # Optional fast backends register themselves on import; a missing dependency only makes
 # that backend unavailable (backend.availability says why).
