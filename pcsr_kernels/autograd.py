@@ -22,11 +22,13 @@ every backend the reference's gradient: the backends differ in their forward onl
 rounding. The cost is a reference forward plus its backward, and the reference's
 activations of the whole image are held while it runs (the reference bands its forward
 only). Gradients are first order: a double backward (``create_graph=True``) is refused at
-``backward()``.
+``backward()``, and so is tracing the backward with torch.compile (its re-run of the
+reference depends on the values; the forward compiles, through the fake kernels).
 """
 from __future__ import annotations
 
 import torch
+import torch._guards
 
 from . import reference
 
@@ -46,13 +48,20 @@ def _any(flags) -> bool:
     return any(bool(f) for f in flags)
 
 
-def _first_order(op: str) -> None:
+def _check_backward(op: str, ctx) -> None:
     # Grad mode is on in a backward exactly when it runs with create_graph=True: the
     # gradients computed here are not differentiable, so say so instead of returning
     # tensors whose own gradient would silently be zero.
     if torch.is_grad_enabled():
         raise RuntimeError(f"pcsr::{op}: double backward (create_graph=True) is not supported; "
                            "its gradients are first-order only")
+    # torch.compile traces a backward with fake tensors; the reference re-run reads values
+    # (argument checks, which pixels each branch takes), which a trace cannot.
+    if torch._guards.detect_fake_mode(tuple(ctx.saved_tensors)) is not None:
+        raise NotImplementedError(
+            f"pcsr::{op}: its backward cannot be traced by torch.compile / AOTAutograd (it re-runs the "
+            "pure-PyTorch reference, whose control flow depends on the values); compile the forward only "
+            "(torch.no_grad) or keep the differentiated call outside the compiled region")
 
 
 def _grads(output, grad_output, groups):
@@ -90,7 +99,7 @@ def _classify_setup(ctx, inputs, output):
 
 
 def _classify_backward(ctx, grad_probs):
-    _first_order("classify")
+    _check_backward("classify", ctx)
     feat, *classifier = ctx.saved_tensors
     flags = [_need(ctx, 0)], list(ctx.needs_input_grad[2])
     with torch.enable_grad():
@@ -126,7 +135,7 @@ def _upsample_grads(feat, lr, classes, ups, depths, flags, grad_sr, refine_branc
 
 
 def _upsample_backward(ctx, grad_sr):
-    _first_order("upsample")
+    _check_backward("upsample", ctx)
     feat, lr, classes, *ups = ctx.saved_tensors
     flags = (_need(ctx, 0), _need(ctx, 1), list(ctx.needs_input_grad[3]))
     g_feat, g_lr, g_ups = _upsample_grads(feat, lr, classes, ups, ctx.depths, flags, grad_sr)
@@ -142,7 +151,7 @@ def _refine_setup(ctx, inputs, output):
 
 
 def _refine_backward(ctx, grad_refined):
-    _first_order("refine")
+    _check_backward("refine", ctx)
     if not _need(ctx, 0):
         return None, None, None
     (classes,) = ctx.saved_tensors
@@ -169,7 +178,7 @@ def _route_upsample_setup(ctx, inputs, output):
 
 
 def _route_upsample_backward(ctx, grad_sr, _grad_classes):
-    _first_order("route_upsample")
+    _check_backward("route_upsample", ctx)
     feat, lr, classes, *ups = ctx.saved_tensors
     flags = (_need(ctx, 0), _need(ctx, 1), list(ctx.needs_input_grad[4]))
     M = len(ctx.depths)

@@ -179,3 +179,21 @@ def test_route_has_no_gradient():
     probs = reference.classify_ref(p["feat"], p["out_size"], p["classifier"]).requires_grad_()
     classes = pk.route(probs, p["cost"])
     assert classes.dtype == torch.int64 and not classes.requires_grad
+
+
+def test_tracing_the_backward_is_refused_clearly():
+    """torch.compile / AOTAutograd trace a backward with fake tensors: the reference re-run
+    cannot be traced, and says so (instead of a data-dependent-guard error deep inside)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    p = _problem("M2", torch.float32)
+    mode = FakeTensorMode()
+    with mode:
+        feat = mode.from_tensor(p["feat"]).requires_grad_()
+        lr = mode.from_tensor(p["lr"])
+        ups = [mode.from_tensor(t) for t in p["upsamplers"]]
+        classes = mode.from_tensor(torch.zeros(2, 13, 9, dtype=torch.int64))
+        sr = pk.upsample(feat, lr, classes, ups, p["depths"])  # the forward traces (fake kernel)
+        assert sr.shape == (2, 3, 13, 9)
+        with pytest.raises(NotImplementedError, match=r"pcsr::upsample: its backward cannot be traced"):
+            sr.sum().backward()
