@@ -17,6 +17,8 @@ branch 0 is the heaviest, ``depths[j]`` its number of Linear layers. The pure-Py
 specification of each op is ``pcsr_kernels.reference.<op>_ref``.
 
 Backends: see :mod:`pcsr_kernels.backend` (``PCSR_BACKEND`` / :func:`set_backend`).
+Gradients: ``classify``, ``upsample``, ``refine`` and ``route_upsample`` are differentiable
+on every backend, at the classes the forward chose (:mod:`pcsr_kernels.autograd`).
 Precision of the upsampler MLPs on the triton backend (``"ieee"`` default, ``"tf32x3"``,
 ``"tf32"``, ``"bf16"``; the classifier is always fp32): the ``precision`` argument, else
 :func:`set_precision` / ``PCSR_PRECISION``; see :mod:`pcsr_kernels.precision`.
