@@ -17,6 +17,8 @@ branch 0 is the heaviest, ``depths[j]`` its number of Linear layers. The pure-Py
 specification of each op is ``pcsr_kernels.reference.<op>_ref``.
 
 Backends: see :mod:`pcsr_kernels.backend` (``PCSR_BACKEND`` / :func:`set_backend`).
+Gradients: ``classify``, ``upsample``, ``refine`` and ``route_upsample`` are differentiable
+on every backend, at the classes the forward chose (:mod:`pcsr_kernels.autograd`).
 Precision of the upsampler MLPs on the triton backend (``"ieee"`` default, ``"tf32x3"``,
 ``"tf32"``, ``"bf16"``; the classifier is always fp32): the ``precision`` argument, else
 :func:`set_precision` / ``PCSR_PRECISION``; see :mod:`pcsr_kernels.precision`.
@@ -43,11 +45,12 @@ def extension_loaded() -> bool:
     return _EXT_ERROR is None
 
 
-from . import backend, ops  # noqa: E402
+from . import autograd, backend, ops  # noqa: E402
 from .backend import get_backend, set_backend, use_backend  # noqa: E402,F401
 from .precision import PRECISIONS, get_precision, set_precision, use_precision  # noqa: E402,F401
 
 ops.register_all()
+autograd.register_all()  # gradients of every backend's ops: pcsr_kernels.autograd
 
 # Optional fast backends register themselves on import; a missing dependency only makes
 # that backend unavailable (backend.availability says why).

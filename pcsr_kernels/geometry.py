@@ -12,8 +12,8 @@ plus one constant per axis for the cell, ``(2/H * h, 2/W * w)``. The tables are 
 here, once, with the float32 arithmetic of LIIF's ``make_coord`` and of
 ``grid_sample(mode='nearest', align_corners=False)`` so that every backend picks exactly
 the feature the authors' code picks (round half to even on exact ties, which only
-non-integer scales can produce). ``tests/test_geometry.py`` checks this against
-``grid_sample`` itself.
+non-integer scales can produce). ``tests/test_reference.py``
+(``test_tables_equal_grid_sample``) checks this against ``grid_sample`` itself.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def _widths(params) -> list[int]:
 
 def _route_upsample(feat, lr, out_size, classifier, upsamplers, depths, cost, k=0.0, adaptive=False, refine=True,
                     precision=None):
-    name = backend.resolved_name(feat.device.type)
+    name = backend.resolved_name(feat.device.type, feat.dtype, "route_upsample")
     # The triton backend on CUDA checks the cost's values on the device: a host check
     # would wait for the GPU on every call and forbid CUDA-graph capture.
     on_device = feat.device.type == "cuda" and name == "triton"
@@ -60,7 +60,7 @@ def _classify(feat, out_size, classifier):
     B, D, h, w = validate.check_feat(feat)
     H, W = validate.check_out_size(out_size)
     widths = validate.check_mlp("classifier", classifier, D + 4, None, feat.dtype, feat.device)
-    name = backend.resolved_name(feat.device.type)
+    name = backend.resolved_name(feat.device.type, feat.dtype, "classify")
     need = memory.classify_bytes(name, B, D, h, w, H, W, widths, feat.element_size())
     memory.check("classify", f"out_size (H, W) = ({H}, {W}) with B = {B}, M = {widths[-1]}", need, feat.device)
     return backend.impls(name)["classify"](feat, [int(s) for s in out_size], list(classifier))
@@ -68,7 +68,7 @@ def _classify(feat, out_size, classifier):
 
 def _route(probs, cost, k=0.0, adaptive=False):
     validate.check_tensor("probs", probs, 4)
-    name = backend.resolved_name(probs.device.type)
+    name = backend.resolved_name(probs.device.type, probs.dtype, "route")
     B, H, W, M = probs.shape
     need = memory.route_bytes(name, B, H, W, M, probs.element_size(), bool(adaptive), probs.is_contiguous())
     memory.check("route", f"probs of shape {tuple(probs.shape)}", need, probs.device)
@@ -80,7 +80,7 @@ def _upsample(feat, lr, classes, upsamplers, depths, precision=None):
     branches = validate.check_branches(upsamplers, depths, feat)
     H, W = validate.check_classes_hw(classes)
     prec = precision_mod.resolve(precision)
-    name = backend.resolved_name(feat.device.type)
+    name = backend.resolved_name(feat.device.type, feat.dtype, "upsample")
     need = memory.upsample_bytes(name, B, D, h, w, H, W, [_widths(b) for b in branches], feat.element_size())
     memory.check("upsample", f"classes of shape {tuple(classes.shape)} (an output of [B, 3, {H}, {W}])", need,
                  feat.device)
@@ -89,7 +89,7 @@ def _upsample(feat, lr, classes, upsamplers, depths, precision=None):
 
 def _refine(sr, classes, num_branches):
     validate.check_tensor("sr", sr, 4)
-    name = backend.resolved_name(sr.device.type)
+    name = backend.resolved_name(sr.device.type, sr.dtype, "refine")
     B, _, H, W = sr.shape
     memory.check("refine", f"sr of shape {tuple(sr.shape)}", memory.refine_bytes(name, B, H, W, sr.element_size()),
                  sr.device)
@@ -137,7 +137,7 @@ def _upsample_fake(feat, lr, classes, upsamplers, depths, precision=None):
 def _refine_fake(sr, classes, num_branches):
     validate.check_tensor("sr", sr, 4)
     validate.check_tensor("classes", classes, 3, torch.int64, sr.device)
-    return torch.empty_like(sr)
+    return sr.new_empty(sr.shape)  # contiguous whatever sr's layout, as every backend returns it
 
 
 _FAKES = {"route_upsample": _route_upsample_fake, "classify": _classify_fake, "route": _route_fake,

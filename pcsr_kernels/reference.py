@@ -247,7 +247,7 @@ def refine_ref(sr: torch.Tensor, classes: torch.Tensor, num_branches: int) -> to
     image, so the authors' replicate padding never influences the result.
     """
     _, H, W = validate.refine_args(sr, classes, num_branches)
-    out = sr.clone()
+    out = sr.clone(memory_format=torch.contiguous_format)  # every op returns contiguous outputs
     if H < 3 or W < 3:
         return out
     heavy = (classes < num_heavy(num_branches)).to(sr.dtype)[:, None]  # [B, 1, H, W]

@@ -232,11 +232,6 @@ def packed_tc(params: Sequence[torch.Tensor], D: int, mode: str = "fp32") -> Pac
     return _cached(params, ("tc", D, mode), lambda: _pack_tc(params, D, mode))
 
 
-def clear_cache() -> None:
-    _cache.clear()
-    _geom.clear()
-
-
 def lr_precompute(feat: torch.Tensor, packs: Sequence[PackedMLP], mode: str = "fp32") -> tuple[torch.Tensor, list[int]]:
     """The first layers' feature terms of several MLPs at LR resolution, in one GEMM.
 

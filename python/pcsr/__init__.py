@@ -9,10 +9,26 @@
 Inference runs through ``torch.ops.pcsr.route_upsample``; choose its backend with
 ``PCSR_BACKEND`` or :func:`pcsr_kernels.set_backend`.
 """
-from .checkpoint import CheckpointError, bundled_models, load, save
-from .imageio import ImageError, load_image, read_image, write_image
-from .model import PCSR, SRModel
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["PCSR", "SRModel", "load", "save", "bundled_models", "CheckpointError", "read_image", "write_image",
-           "load_image", "ImageError", "__version__"]
+
+# The public names, imported on first use (module __getattr__): they import torch, and the
+# ``pcsr`` command (pcsr.cli, a submodule: importing it runs this file) must not pay for
+# that before it knows which subcommand runs (`pcsr --help` imports no torch).
+_LAZY = {"PCSR": "model", "SRModel": "model", "load": "checkpoint", "save": "checkpoint",
+         "bundled_models": "checkpoint", "CheckpointError": "checkpoint", "read_image": "imageio",
+         "write_image": "imageio", "load_image": "imageio", "ImageError": "imageio"}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

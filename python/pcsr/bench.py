@@ -37,14 +37,8 @@ def cmd_bench(args) -> int:
     return compare.main(args.bench_args, prog="pcsr bench")
 
 
-def register(sub) -> None:
-    # The arguments are compare.py's own, passed through untouched ('+' is never used as a
-    # prefix, so '--sizes' and '-h' reach compare.py instead of this parser).
-    p = sub.add_parser("bench", add_help=False, prefix_chars="+",
-                       help="time PCSR per backend against the reference, the authors' loop and the originals "
-                            "(pcsr bench -h for options)")
+def add_arguments(p) -> None:
+    """Fill the ``pcsr bench`` parser (made with prefix_chars="+", see pcsr.cli.COMMANDS):
+    every argument goes to compare.py."""
     p.add_argument("bench_args", nargs="*")
     p.set_defaults(func=cmd_bench)
-
-
-cli._EXTRA_COMMANDS.append(register)

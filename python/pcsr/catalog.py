@@ -50,9 +50,5 @@ def cmd_models(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser("models", help="list the bundled models")
+def add_arguments(p) -> None:
     p.set_defaults(func=cmd_models)
-
-
-cli._EXTRA_COMMANDS.append(register)

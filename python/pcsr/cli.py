@@ -1,5 +1,6 @@
-"""The ``pcsr`` command line: ``pcsr upscale``, ``pcsr eval`` (more subcommands register
-themselves in ``COMMANDS``)."""
+"""The ``pcsr`` command line: ``pcsr upscale``, ``pcsr eval`` here; the other subcommands
+(``models``, ``bench``, ``sweep``, ``train``) live in their own modules, listed in
+:data:`COMMANDS` and imported only when they run."""
 from __future__ import annotations
 
 import argparse
@@ -113,13 +114,51 @@ Across processes: torchrun --nproc_per_node N -m pcsr upscale IN_DIR -o OUT_DIR 
 files (rank r takes files r, r+N, ...); add --skip-existing to resume a stopped run."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The subcommands: name -> (module that defines it, one-line help, extra keyword arguments
+# of its parser). The CLI owns this table and imports a subcommand's module only when that
+# subcommand is parsed, so `pcsr --help` imports no torch and the modules import the CLI
+# (for UsageError and the shared options), never the other way round. Each module has
+# add_arguments(p): it fills the subcommand's parser and sets ``func``.
+COMMANDS: dict[str, tuple[str, str, dict]] = {
+    "upscale": ("pcsr.cli", "upscale images with a PCSR model",
+                {"epilog": UPSCALE_EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}),
+    "eval": ("pcsr.cli", "evaluate a model on HR images with the paper's protocol", {}),
+    "models": ("pcsr.catalog", "list the bundled models", {}),
+    # bench's arguments are compare.py's own, passed through untouched ('+' is never used
+    # as a prefix, so '--sizes' and '-h' reach compare.py instead of this parser).
+    "bench": ("pcsr.bench", "time PCSR per backend against the reference, the authors' loop and the originals "
+                            "(pcsr bench -h for options)", {"add_help": False, "prefix_chars": "+"}),
+    "sweep": ("pcsr.sweep", "PSNR vs GFLOPs and vs time over k (and ADM), with plots", {}),
+    "train": ("pcsr.train", "train a PCSR model (the authors' multi-stage recipe); torchrun for several processes", {}),
+}
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``pcsr`` parser. ``commands``: the subcommands whose arguments are filled in
+    (importing their modules); None: all of them. The others are listed with their help
+    text and take no arguments."""
+    import importlib
+
     parser = argparse.ArgumentParser(prog="pcsr", description="Pixel-level routed super-resolution (PCSR).")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text, kwargs) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, **kwargs)
+        if commands is None or name in commands:
+            fill = _BUILTIN[name] if name in _BUILTIN else importlib.import_module(module).add_arguments
+            fill(p)
+    return parser
 
-    up = sub.add_parser("upscale", help="upscale images with a PCSR model", epilog=UPSCALE_EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
+def _upscale_arguments(up: argparse.ArgumentParser) -> None:
     up.add_argument("inputs", nargs="+", metavar="INPUT",
                     help="images (PNG, JPEG, WebP, TIFF, BMP), videos (MP4, MKV, MOV, WebM, AVI, ...) or folders of them")
     up.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -152,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video(up)
     up.set_defaults(func=cmd_upscale)
 
-    ev = sub.add_parser("eval", help="evaluate a model on HR images with the paper's protocol")
+
+def _eval_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("inputs", nargs="+", metavar="HR", help="HR images (or folders of them)")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or PCSR checkpoint path")
     ev.add_argument("--original", help="the original (non-PCSR) model to compare with")
@@ -166,16 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(ev)
     ev.set_defaults(func=cmd_eval)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
-    return parser
 
-
-_EXTRA_COMMANDS: list = []
-from . import bench, catalog, sweep  # noqa: E402,F401  (each appends its subcommand to _EXTRA_COMMANDS)
-
-from .train import register as _register_train  # noqa: E402
-_EXTRA_COMMANDS.append(_register_train)
+_BUILTIN = {"upscale": _upscale_arguments, "eval": _eval_arguments}
 
 
 def _setup(args, shard=None):
@@ -306,7 +338,9 @@ def _write_json(path: str, obj) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser([command] if command else [])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

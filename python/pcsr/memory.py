@@ -240,10 +240,10 @@ def op_bytes(op: str, backend: str, hd: Heads, B: int, h: int, w: int, H: int, W
     return int(per[op]) + OP_SLACK
 
 
-def backend_for(device: torch.device) -> str:
+def backend_for(device: torch.device, dtype: torch.dtype | None = None) -> str:
     import pcsr_kernels.backend as kb
 
-    return kb.resolved_name(device.type)
+    return kb.resolved_name(device.type, dtype, "route_upsample")
 
 
 # --- the model ------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def forward_estimate(model, lr_shape, H: int, W: int, dtype: torch.dtype, device
     act *= _padding_growth(model, device)
     backbone = int(math.ceil(act * n)) + BACKBONE_SLACK
     feat = hd.D * T * n
-    op = op_bytes("route_upsample", backend_for(device), hd, B, h, w, H, W, T, adaptive, refine)
+    op = op_bytes("route_upsample", backend_for(device, dtype), hd, B, h, w, H, W, T, adaptive, refine)
     total = x + max(backbone, feat + op)
     if device.type == "cuda":
         total = int(total * CUDA_SLACK)

@@ -264,8 +264,7 @@ def kb_device_name(device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
-def register(sub) -> None:
-    p = sub.add_parser("sweep", help="PSNR vs GFLOPs and vs time over k (and ADM), with plots")
+def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="+", metavar="HR", help="HR images (or folders of them)")
     p.add_argument("--model", default=cli.DEFAULT_MODEL, help="bundled model name or PCSR checkpoint path")
     p.add_argument("--original", help="the original (non-PCSR) model, drawn as a reference point")
@@ -281,6 +280,3 @@ def register(sub) -> None:
     p.add_argument("--prefix", default="", help="prefix of the output file names")
     cli._add_device(p)
     p.set_defaults(func=cmd_sweep)
-
-
-cli._EXTRA_COMMANDS.append(register)

@@ -231,7 +231,7 @@ def plan(model, lr_shape: Sequence[int], scale: float, *, adaptive: bool = False
     dtype = next(model.parameters()).dtype
     T = torch.empty((), dtype=dtype).element_size()
     out_T = torch.empty((), dtype=out_dtype or dtype).element_size()
-    backend = memory.backend_for(device)
+    backend = memory.backend_for(device, dtype)
     fp = memory.backbone_footprint(model, dtype)
     margin = 1 if refine else 0
     # Without an analysable graph there is no receptive field: only the whole image is exact.

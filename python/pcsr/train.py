@@ -606,11 +606,11 @@ def _widths(s: str) -> list[int]:
     return [int(v) for v in s.split(",")] if s else []
 
 
-def register(sub) -> None:
-    p = sub.add_parser("train", help="train a PCSR model (the authors' multi-stage recipe); torchrun for several processes",
-                       description="Train PCSR: phase 0 = backbone + heaviest upsampler (L1); phase j >= 1 = freeze, add "
-                                   "upsampler j (and the classifier at j = 1), soft mixture, w_recon*L1 + w_avg*L_avg. "
-                                   "Multi-process: torchrun --nproc_per_node N -m pcsr train ...")
+def add_arguments(p) -> None:
+    """Fill the ``pcsr train`` parser (listed in pcsr.cli.COMMANDS)."""
+    p.description = ("Train PCSR: phase 0 = backbone + heaviest upsampler (L1); phase j >= 1 = freeze, add "
+                     "upsampler j (and the classifier at j = 1), soft mixture, w_recon*L1 + w_avg*L_avg. "
+                     "Multi-process: torchrun --nproc_per_node N -m pcsr train ...")
     p.add_argument("data", nargs="+", metavar="DATA",
                    help="folders (or files) of HR training images, or packs of pre-cut tiles (.pack)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder (created if missing)")
