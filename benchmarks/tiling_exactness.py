@@ -1,7 +1,7 @@
 """How far tiled output is from whole-image output, per model and routing mode.
 
     python benchmarks/tiling_exactness.py                       # demo_LRx4.png, tiles of 64
-    python benchmarks/tiling_exactness.py --tile 48 --crop 128x160 --exact-tables
+    python benchmarks/tiling_exactness.py --tile 48 --crop 128x160
 
 Models: the bundled ones and, when ``../shared/reference/official-pcsr`` holds them, the
 authors' phase-1 checkpoints. For each: whole image (``model(lr)``) against
@@ -11,9 +11,8 @@ their 3x3 neighbours, which refinement mixes); how many classes differ; the larg
 whole-image decision margin among them (k: gap between the two best scores; ADM: the
 heavy mass's distance to the nearest pixel of the other class).
 
-``--exact-tables`` reruns on the reference backend with coordinate tables rounded once
-from their exact values (a patch of ``pcsr_kernels.geometry`` in this process only): the
-difference left is the tiling's own.
+The coordinate tables are exact values rounded once (``pcsr_kernels/geometry.py``), the
+same for a tile as for the whole image, so the difference left is the tiling's own.
 """
 from __future__ import annotations
 
@@ -26,23 +25,10 @@ import torch.nn.functional as F
 
 import pcsr
 import pcsr_kernels
-import pcsr_kernels.geometry as geometry
 from pcsr import tiling
 from pcsr.imageio import read_image
 
 OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-pcsr"
-
-
-def _exact_tables() -> None:
-    original = geometry.nearest_axis
-
-    def nearest_axis(n_out, n_in, device=None):
-        idx, _ = original(n_out, n_in, device)
-        i = torch.arange(n_out, dtype=torch.float64, device=device)
-        return idx, (((2 * i + 1) * n_in - (2 * idx.double() + 1) * n_out) / n_out).float()
-
-    geometry.nearest_axis = nearest_axis
-    geometry.rel_cell = lambda n_out, n_in: float(torch.tensor(2.0 * n_in / n_out))
 
 
 def _margin(model, lr, scale, whole_cls, diff, adaptive) -> float:
@@ -63,13 +49,9 @@ def main() -> None:
     ap.add_argument("--image", default=str(OFFICIAL / "demo_LRx4.png"))
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--crop", help="HxW crop from the top-left corner")
-    ap.add_argument("--exact-tables", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.exact_tables:
-        _exact_tables()
-        pcsr_kernels.set_backend("reference")
     lr = read_image(args.image)
     if args.crop:
         h, w = (int(v) for v in args.crop.split("x"))
@@ -78,7 +60,7 @@ def main() -> None:
     models += [(f"authors' {f}", str(OFFICIAL / f)) for f in ("fsrcnn-pcsr-phase1.pth", "carn-pcsr-phase1.pth")
                if (OFFICIAL / f).exists()]
     p = tiling.plan(pcsr.load("fsrcnn"), lr.shape, 4, tile=args.tile)
-    backend = pcsr_kernels.backend.resolved_name("cpu") + (", exact tables" if args.exact_tables else "")
+    backend = pcsr_kernels.backend.resolved_name("cpu")
     print(f"{Path(args.image).name} {lr.shape[-1]}x{lr.shape[-2]} -> x4, tiles of {args.tile} LR pixels "
           f"({len(p.ys)}x{len(p.xs)}), backend {backend}\n")
     print("| model | routing | max abs diff | max abs diff away from class flips | classes differing | "

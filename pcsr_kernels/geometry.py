@@ -8,12 +8,14 @@ the nearest LR column only on its column. So instead of a per-pixel coordinate m
     ry[H], rx[W]   float  relative coordinate ``(c - q) * (h or w)`` of the HR pixel
                           centre ``c`` to the chosen LR pixel centre ``q``
 
-plus one constant per axis for the cell, ``(2/H * h, 2/W * w)``. The tables are built
+plus one constant per axis for the cell, ``(2/H * h, 2/W * w)``. The indices are built
 here, once, with the float32 arithmetic of LIIF's ``make_coord`` and of
 ``grid_sample(mode='nearest', align_corners=False)`` so that every backend picks exactly
 the feature the authors' code picks (round half to even on exact ties, which only
-non-integer scales can produce). ``tests/test_reference.py``
-(``test_tables_equal_grid_sample``) checks this against ``grid_sample`` itself.
+non-integer scales can produce; ``tests/test_reference.py`` checks this against
+``grid_sample`` itself). The relative coordinates and the cell are the exact values rounded
+once to float32 (the authors' float32 chain differs from them by ~1e-7), so that a tile cut
+on the LR grid sees the values the whole image sees.
 """
 from __future__ import annotations
 
@@ -40,15 +42,20 @@ def nearest_axis(n_out: int, n_in: int, device=None) -> tuple[torch.Tensor, torc
     # grid_sample's unnormalisation for align_corners=False, then nearbyint (half to even).
     src = ((c + 1) * n_in - 1) / 2
     idx = torch.round(src).clamp_(0, n_in - 1).to(torch.int64)
-    q = liif_coord(n_in, device)  # [n_in]
-    rel = (c - q[idx]) * n_in
+    # (c - q[idx]) * n_in = ((2i+1) n_in - (2 idx+1) n_out) / n_out: an exact integer over
+    # n_out, rounded once to float32. The authors' float32 chain (within ~1e-7 of this)
+    # would depend on n_out itself, so a tile of an image would see other values than the
+    # whole image at the same pixel; the exact value depends only on the pixel's phase.
+    i = torch.arange(n_out, device=device, dtype=torch.int64)
+    num = (2 * i + 1) * n_in - (2 * idx + 1) * n_out  # [n_out] int64, |num| <= n_out * 2
+    rel = (num.to(torch.float64) / n_out).to(torch.float32)
     return idx, rel
 
 
 def rel_cell(n_out: int, n_in: int) -> float:
-    """Cell size of an HR pixel in LR pixel units, ``2/n_out * n_in``, rounded as float32."""
-    t = torch.tensor(2.0 / n_out, dtype=torch.float32) * n_in
-    return float(t)
+    """Cell size of an HR pixel in LR pixel units, ``2 n_in / n_out``, rounded once to float32
+    (a function of the scale alone, so tiles and the whole image agree)."""
+    return float(torch.tensor(2.0 * n_in / n_out, dtype=torch.float64).to(torch.float32))
 
 
 class Tables:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import random_problem
 from pcsr.model import make_mlp_input
 from pcsr_kernels import reference
-from pcsr_kernels.geometry import Tables, bilinear_axis, liif_coord
+from pcsr_kernels.geometry import Tables, bilinear_axis, liif_coord, nearest_axis, rel_cell
 
 
 def _direct(feat, lr, out_size, classifier, upsamplers, depths, cost, k, refine):
@@ -68,6 +68,27 @@ def test_tables_equal_grid_sample():
         g = F.grid_sample(feat, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)[0, :, 0]
         t = Tables(h, w, H, W)
         assert torch.equal(feat[0][:, t.iy][:, :, t.ix].reshape(3, -1), g)
+
+
+def test_relative_coordinates_are_exact_and_depend_only_on_the_phase():
+    """ry/rx: the exact ((2i+1) n_in - (2 idx+1) n_out) / n_out rounded once to float32 (so a
+    tile sees the whole image's values); LIIF's float32 chain, which the authors' code runs,
+    is off by up to a few ulp of its coordinates times n_in (~n_in * 1e-7); the cell too."""
+    for n, s in [(7, 4), (13, 4), (64, 4), (1000, 4), (9, 3), (5, 2)]:
+        idx, rel = nearest_axis(n * s, n)
+        exact = [((2 * i + 1) * n - (2 * int(j) + 1) * n * s) / (n * s) for i, j in enumerate(idx)]
+        assert torch.equal(rel, torch.tensor(exact, dtype=torch.float64).float())
+        assert torch.equal(rel, nearest_axis(s, 1)[1].repeat(n))  # one phase pattern everywhere
+        c, q = liif_coord(n * s), liif_coord(n)
+        torch.testing.assert_close(rel, (c - q[idx]) * n, rtol=0, atol=2.5e-7 * n)  # the authors' chain
+        assert rel_cell(n * s, n) == rel_cell(s, 1) == float(torch.tensor(2.0 / s))
+    # x2.5: every fifth HR pixel is an exact tie (rel = +-1) between two LR pixels, which
+    # float32 rounding of the index breaks by position (why tiling refuses such scales);
+    # elsewhere the pattern of a 2 -> 5 tile repeats.
+    idx, rel = nearest_axis(25, 10)
+    tile = nearest_axis(5, 2)[1].repeat(5)
+    tie = rel.abs() == 1
+    assert int(tie.sum()) == 5 and torch.equal(rel[~tie], tile[~tie]) and not torch.equal(rel, tile)
 
 
 def test_bilinear_taps_match_interpolate():

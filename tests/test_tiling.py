@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import pcsr
 import pcsr_kernels
-import pcsr_kernels.geometry as geometry
+import pcsr_kernels.backend
 from conftest import official_file
 from pcsr import tiling
 from pcsr.backbones import make_backbone
@@ -187,33 +187,22 @@ def test_tiles_equal_the_whole_image_for_batches_and_other_scales():
                                       adaptive=mode.get("adaptive", False))
 
 
-def _exact_nearest_axis(n_out, n_in, device=None):
-    """The geometry's tables with the relative coordinate rounded once from its exact
-    value ((2i+1) n_in - (2 idx+1) n_out) / n_out: the same for a tile as for the image."""
-    idx, _ = _ORIGINAL_NEAREST(n_out, n_in, device)
-    i = torch.arange(n_out, dtype=torch.float64, device=device)
-    return idx, (((2 * i + 1) * n_in - (2 * idx.double() + 1) * n_out) / n_out).float()
-
-
-_ORIGINAL_NEAREST = geometry.nearest_axis
-
-
-def test_tiles_are_exact_to_conv_rounding_when_the_tables_are_shift_invariant(monkeypatch):
-    """The ops build their coordinate tables in float32 from their own sizes, so a tile's
-    relative coordinates differ from the whole image's by ~n * 1e-7; that, not the tiling,
-    is what the 1e-5 tolerance above absorbs. With tables rounded once from exact values
-    (reference backend, whose tables are Python) the tiles must agree to the convolutions'
-    own rounding (1e-6) on an image large enough for the float32 tables to matter, with
-    classes differing only at ties. For ADM "tie" is wider (1e-5 of heavy mass): Lloyd's
-    steps amplify the classifier's last-bit differences (the reference sums in bands whose
-    size depends on the tile) when many pixels of a smooth image sit near a cut; measured
-    here: heavy masses within 1.5e-7, final centres 5e-6 apart, mismatches 1.3e-6 from it."""
-    monkeypatch.setattr(geometry, "nearest_axis", _exact_nearest_axis)
-    monkeypatch.setattr(geometry, "rel_cell", lambda n_out, n_in: float(torch.tensor(2.0 * n_in / n_out)))
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_tiles_are_exact_to_conv_rounding(backend):
+    """The relative-coordinate tables are exact values rounded once (a function of the
+    pixel's phase, not of the image size), so the tiles must agree with the whole image to
+    the convolutions' own rounding (1e-6), classes differing only at ties. For ADM "tie" is
+    wider (1e-5 of heavy mass): Lloyd's steps amplify the classifier's last-bit differences
+    (sums in bands whose size depends on the tile) when many pixels of a smooth image sit
+    near a cut; measured: heavy masses within 1.5e-7, final centres 5e-6 apart, mismatches
+    1.3e-6 from it."""
+    ok, why = pcsr_kernels.backend.availability(backend, "cpu")
+    if not ok:
+        pytest.skip(why)
     m = pcsr.load("fsrcnn")
     g = torch.Generator().manual_seed(5)
     lr = F.interpolate(torch.rand(1, 3, 24, 30, generator=g), size=(96, 120), mode="bicubic").clamp(0, 1)
-    with pcsr_kernels.use_backend("reference"):
+    with pcsr_kernels.use_backend(backend):
         for mode in (dict(k=0.0), dict(adaptive=True)):
             whole, whole_cls = m(lr, scale=4, **mode)
             sr, cls = tiling.upscale(m, lr, 4, tile=(31, 37), **mode)
