@@ -34,15 +34,12 @@ instead of eight), and ``out_dtype=torch.uint8`` quantises the image tile by til
 budget binds on CPU, glibc is told to return freed blocks to the system
 (:func:`pcsr.memory.return_freed_memory`), so the resident memory is what was planned.
 
-How close: features, indices and ownership are the whole image's exactly; what differs
-is rounding. The ops build their relative-coordinate tables in float32 from the sizes they
-are given, ``(c - q) * n`` with ``c`` and ``q`` on [-1, 1], so the whole image's tables
-carry an error of about ``n * 6e-8`` for an axis of ``n`` LR pixels and a tile's carry a
-smaller one. On small images that is below 1e-5 (the tests); on the demo image (420 LR
-columns) it reaches 3e-5 to 1.6e-4 in the output and flips the class of 1 in 10^5 pixels
-whose decision margin is below 1e-4 (``benchmarks/tiling_exactness.py``). With tables
-rounded once from their exact values (a patch of the reference backend), tiles agree to
-the convolutions' rounding (5e-7); that would need the geometry of every backend changed.
+How close: features, indices and ownership are the whole image's exactly, and so are the
+relative-coordinate tables: every backend rounds them once from their exact values, which
+depend only on a pixel's phase, not on the size of the image or tile
+(``pcsr_kernels/geometry.py``). On the authors' demo image the tiled output equals the
+whole image's bit for bit (``benchmarks/tiling_exactness.py``); in general sums whose
+blocking depends on the size (convolutions, bands) may differ in the last bits.
 ADM's Lloyd steps can amplify last-bit differences of the heavy mass into a cut that
 moves by ~1e-6, so a few pixels that close to the cut may change class.
 """
