@@ -195,6 +195,33 @@ def test_time_budget_caps_the_phase_and_resume_goes_on_from_the_cap(data_dir, tm
     assert [r["step"] for r in log if r["event"] == "phase_done" and r["phase"] == 1] == [5]
 
 
+def test_time_budget_stops_on_time_when_the_machine_slows_down(data_dir, tmp_path, monkeypatch):
+    """The cap is set from the rate of the first steps; if the steps then take longer (a
+    fake clock: fast for the measured steps, then 30 s per reading), the run stops at the
+    deadline, resumable, instead of running to the cap."""
+    import pcsr.train as train_module
+
+    clock = {"t": 1000.0, "calls": 0}
+
+    def fake_perf_counter():
+        clock["calls"] += 1
+        clock["t"] += 0.05 if clock["calls"] < 400 else 30.0
+        return clock["t"]
+
+    monkeypatch.setattr(train_module.time, "perf_counter", fake_perf_counter)
+    out = tmp_path / "run"
+    train(_cfg(data_dir, out, phases=[0], iters=[10 ** 6, 10 ** 6], time_budget=600.0, save_every=10 ** 9,
+               log_every=10 ** 9))
+    monkeypatch.undo()
+    log = _log(out)
+    cap = [r for r in log if r["event"] == "time_budget"][0]["iters"]
+    stopped = [r for r in log if r["event"] == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["step"] < cap and stopped[0]["step"] % 10 == 0
+    assert not [r for r in log if r["event"] == "phase_done"]
+    info = read_state(out / STATE_FILE)[0]
+    assert info["step"] == stopped[0]["step"] and info["phase_iters"] == cap  # --resume finishes the schedule
+
+
 def test_cli_flags_of_the_gpu_path(data_dir, tmp_path):
     out = tmp_path / "cli"
     assert cli_main(["train", str(data_dir), "--out", str(out), "--crop", "16", "--queries", "16", "--batch", "2",

@@ -464,6 +464,13 @@ def _train(cfg: TrainConfig, dist: Dist) -> PCSR:
                     opt.step()
                     step += 1
                     steps_this_run += 1
+                    if budget is not None and step % budget.CHECK_EVERY == 0 and budget.late(dist):
+                        stopped = True  # the machine slowed after the cap was set: stop on time, resumable
+                        if dist.main:
+                            print(f"pcsr train: --time-budget reached at phase {phase} step {step} of {total}; "
+                                  f"the state is saved in {state_path} (continue with --resume)",
+                                  file=sys.stderr, flush=True)
+                        break
                     if budget is not None:
                         capped = budget.update(step, dist)
                         if capped is not None and capped != total:
@@ -521,11 +528,14 @@ class _PhaseBudget:
     steps (allocator, cuDNN and compile warm-up) the step rate is measured over the next
     ones and the phase's total is set once: ``min(iters, step + rate * share)``; the cosine
     schedule then runs to its end over the capped total. The cap depends on the machine's
-    speed, so a budgeted run is repeatable only up to where the cap falls.
+    speed, so a budgeted run is repeatable only up to where the cap falls. If the machine
+    slows down after that, the deadline stops the run like ``--stop-after`` (checkpoint and
+    full state written; ``--resume`` finishes the schedule).
     """
 
     WARMUP, MEASURE = 5, 20
     RESERVE = 0.03  # of the budget, plus 5 s: the final checkpoints and the export
+    CHECK_EVERY = 10  # steps between deadline checks (one small all-reduce under DDP)
 
     def __init__(self, cfg: TrainConfig, phases: list[int], phase: int, step: int, total: int, t_start: float):
         self.cfg, self.t_start, self.total = cfg, t_start, total
@@ -536,6 +546,15 @@ class _PhaseBudget:
         self.t0 = None
         self.rate = float("nan")
         self.done = False
+
+    def late(self, dist: Dist) -> bool:
+        """Past the budget on any rank, once the cap is set. The cap is set from one measured
+        rate (aiming at the budget less the reserve); when the machine slows down afterwards
+        (other jobs, thermal limits) the run would overshoot, so the deadline is checked too."""
+        if not self.done:  # the cap is not set yet (it leaves the measured steps in any case)
+            return False
+        late = time.perf_counter() - self.t_start > float(self.cfg.time_budget)
+        return -dist.min_int(-int(late)) > 0
 
     def update(self, step: int, dist: Dist) -> int | None:
         if self.done:
