@@ -77,38 +77,37 @@ class Parser {
     if (peek() != c) fail(std::string("expected '") + c + "'");
     ++i_;
   }
+  // After an opening bracket: items separated by commas up to `close`, each read by `item`.
+  template <class F>
+  void sequence(char close, F item) {
+    ++i_;
+    if (peek() == close) {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      item();
+      if (peek() != ',') break;
+      ++i_;
+    }
+    expect(close);
+  }
   Value value() {
     const char c = peek();
     Value v;
     if (c == '{') {
       v.kind = Value::Object;
-      ++i_;
-      if (peek() == '}') return ++i_, v;
-      for (;;) {
+      sequence('}', [&] {
         std::string key = string();
         expect(':');
         v.members.emplace_back(std::move(key), value());
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect('}');
-        return v;
-      }
+      });
+      return v;
     }
     if (c == '[') {
       v.kind = Value::Array;
-      ++i_;
-      if (peek() == ']') return ++i_, v;
-      for (;;) {
-        v.items.push_back(value());
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect(']');
-        return v;
-      }
+      sequence(']', [&] { v.items.push_back(value()); });
+      return v;
     }
     if (c == '"') {
       v.kind = Value::String;
