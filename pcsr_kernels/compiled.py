@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import extension_loaded
+from . import backend, extension_loaded
 from .schemas import SCHEMAS
 
 
@@ -31,3 +31,17 @@ def kernels(dispatch_key: str) -> dict:
         return call
 
     return {name: kernel(name) for name in SCHEMAS}
+
+
+def register(name: str, dispatch_key: str) -> None:
+    """Register backend ``name`` (``"cpu"``, ``"cuda"``): the kernels for ``dispatch_key``, for
+    tensors of that device only; nothing when the extension has none."""
+    device = dispatch_key.lower()
+
+    def available(device_type: str) -> tuple[bool, str]:
+        if device_type != device:
+            return False, f"the {name} backend runs {dispatch_key} tensors only, got {device_type} tensors"
+        return True, ""
+
+    if has_kernels(dispatch_key):
+        backend.register(name, kernels(dispatch_key), available)

@@ -9,14 +9,6 @@ says how to build it. CPU tensors only; float32 and float64 (other dtypes raise 
 """
 from __future__ import annotations
 
-from . import backend, compiled
+from . import compiled
 
-
-def _available(device_type: str) -> tuple[bool, str]:
-    if device_type != "cpu":
-        return False, f"the cpu backend runs CPU tensors only, got {device_type} tensors"
-    return True, ""
-
-
-if compiled.has_kernels("CPU"):
-    backend.register("cpu", compiled.kernels("CPU"), _available)
+compiled.register("cpu", "CPU")

@@ -8,14 +8,6 @@ CUDA tensors only; float32 and float64.
 """
 from __future__ import annotations
 
-from . import backend, compiled
+from . import compiled
 
-
-def _available(device_type: str) -> tuple[bool, str]:
-    if device_type != "cuda":
-        return False, f"the cuda backend runs CUDA tensors only, got {device_type} tensors"
-    return True, ""
-
-
-if compiled.has_kernels("CUDA"):
-    backend.register("cuda", compiled.kernels("CUDA"), _available)
+compiled.register("cuda", "CUDA")
