@@ -79,7 +79,7 @@ ext_modules, cmdclass = _extensions()
 setup(
     packages=find_packages(include=["pcsr_kernels", "pcsr_kernels.*"]) + find_packages("python"),
     package_dir={"pcsr": "python/pcsr"},
-    package_data={"pcsr": ["weights/*.safetensors", "assets/*"]},
+    package_data={"pcsr": ["weights/*.safetensors", "assets/*"], "pcsr_kernels": ["schemas.def"]},
     include_package_data=True,
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,11 +1,11 @@
-// Schemas of the pcsr operators. Kernels register elsewhere:
-//   - the public ops below get their CPU/CUDA implementations from Python
-//     (pcsr_kernels/ops.py), which chooses a backend (reference, cpu, triton, cuda)
-//     at call time -- that is what makes PCSR_BACKEND a flag rather than a rebuild;
-//   - compiled kernels live in their own namespaces (pcsr_cpu::, pcsr_cuda::), one
-//     TORCH_LIBRARY per backend, and are called by that Python dispatcher.
-// The same schema strings are repeated in pcsr_kernels/schemas.py for machines where
-// this extension is not built; tests/test_ops.py checks the two agree.
+// The pcsr operators: their schemas (pcsr_kernels/schemas.def, through schemas.h). The
+// kernels register beside their sources, one TORCH_LIBRARY_IMPL per backend:
+//   - CPU:  csrc/cpu/<op>.cpp     (TORCH_LIBRARY_IMPL(pcsr, CPU, m))
+//   - CUDA: csrc/cuda/register_cuda.cpp (TORCH_LIBRARY_IMPL(pcsr, CUDA, m)), when built with CUDA.
+// A C++ (libtorch) caller reaches them through the dispatcher like any ATen op. The Python
+// package adds, on the BackendSelect key, the backend choice (PCSR_BACKEND / set_backend:
+// reference, cpu, triton, cuda), which hands the call to these kernels when the compiled
+// backend is chosen (pcsr_kernels/ops.py).
 #include <torch/library.h>
 
 #include "schemas.h"

@@ -1,30 +1,14 @@
-"""The ``cpu`` backend: the C++ kernels of ``csrc/cpu`` (``torch.ops.pcsr_cpu.*``).
+"""The ``cpu`` backend: the C++ kernels of ``csrc/cpu``, the ``CPU`` kernels of ``torch.ops.pcsr``.
 
-They are compiled into ``pcsr_kernels._C``; when the extension is missing or was built
-without them, this backend is simply not registered and ``backend.availability("cpu", ...)``
+They are compiled into ``pcsr_kernels._C``, which registers them on the dispatcher itself
+(``TORCH_LIBRARY_IMPL(pcsr, CPU, m)``); when this backend is chosen, the backend choice
+(:mod:`pcsr_kernels.ops`, on the ``BackendSelect`` key) hands the call on to them. When the
+extension is missing this backend is not registered and ``backend.availability("cpu", ...)``
 says how to build it. CPU tensors only; float32 and float64 (other dtypes raise a
 ``TypeError`` that names the dtype -- the reference backend handles them).
 """
 from __future__ import annotations
 
-import torch
+from . import compiled
 
-from . import backend, extension_loaded
-from .schemas import SCHEMAS
-
-
-def _has_ops() -> bool:
-    if not extension_loaded():
-        return False
-    ns = torch.ops.pcsr_cpu
-    return all(hasattr(ns, name) for name in SCHEMAS)
-
-
-def _available(device_type: str) -> tuple[bool, str]:
-    if device_type != "cpu":
-        return False, f"the cpu backend runs CPU tensors only, got {device_type} tensors"
-    return True, ""
-
-
-if _has_ops():
-    backend.register("cpu", {name: getattr(torch.ops.pcsr_cpu, name).default for name in SCHEMAS}, _available)
+compiled.register("cpu", "CPU")

@@ -1,21 +1,25 @@
-"""The operator schemas of ``torch.ops.pcsr``.
+"""The operator schemas of ``torch.ops.pcsr``, read from ``schemas.def`` beside this file.
 
-The compiled extension defines the same strings in ``csrc/schemas.h``; when it is not
-built, :mod:`pcsr_kernels.ops` defines them from here so that the reference path still
-goes through the dispatcher. ``tests/test_ops.py`` checks that the two copies agree.
+That file is the one place the schemas are written: the compiled extension includes it
+(``csrc/schemas.h``) and defines the ops in C++ (``TORCH_LIBRARY(pcsr, m)``); when the
+extension is not built, :mod:`pcsr_kernels.ops` defines them from here.
 """
+from __future__ import annotations
 
-SCHEMAS = {
-    "route_upsample": (
-        "route_upsample(Tensor feat, Tensor lr, SymInt[2] out_size, Tensor[] classifier, "
-        "Tensor[] upsamplers, int[] depths, Tensor cost, float k=0., bool adaptive=False, "
-        "bool refine=True, str? precision=None) -> (Tensor sr, Tensor classes)"
-    ),
-    "classify": "classify(Tensor feat, SymInt[2] out_size, Tensor[] classifier) -> Tensor probs",
-    "route": "route(Tensor probs, Tensor cost, float k=0., bool adaptive=False) -> Tensor classes",
-    "upsample": (
-        "upsample(Tensor feat, Tensor lr, Tensor classes, Tensor[] upsamplers, int[] depths, "
-        "str? precision=None) -> Tensor sr"
-    ),
-    "refine": "refine(Tensor sr, Tensor classes, int num_branches) -> Tensor refined",
-}
+import re
+from pathlib import Path
+
+_LINE = re.compile(r'^PCSR_SCHEMA\("(?P<schema>[^"]+)"\)\s*$')
+
+
+def _read(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        m = _LINE.match(line.strip())
+        if m:
+            schema = m["schema"]
+            out[schema.split("(", 1)[0]] = schema
+    return out
+
+
+SCHEMAS = _read(Path(__file__).with_name("schemas.def"))

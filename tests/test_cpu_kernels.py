@@ -1,4 +1,4 @@
-"""The ``cpu`` backend (C++ kernels of ``csrc/cpu``, ``torch.ops.pcsr_cpu``) against the
+"""The ``cpu`` backend (C++ kernels of ``csrc/cpu``, the ops' ``CPU`` dispatch kernels) against the
 reference, through ``torch.ops.pcsr`` with ``use_backend("cpu")``. The case matrix and the
 tolerances (justified there) live in ``kernel_cases.py``, shared with the CUDA tests."""
 from __future__ import annotations
@@ -122,11 +122,35 @@ def test_opcheck_every_op():
         torch.library.opcheck(torch.ops.pcsr.refine.default, (sr, classes, 3))
 
 
-def test_cpu_ops_are_registered_in_their_own_namespace():
+def test_cpu_kernels_are_the_ops_cpu_kernels_registered_in_cpp():
+    """The dispatcher's CPU kernel of every pcsr op comes from its C++ source (csrc/cpu/<op>.cpp),
+    the schema from the extension (csrc/pcsr.cpp); only the backend choice is Python's."""
     for name in ("route_upsample", "classify", "route", "upsample", "refine"):
-        assert hasattr(torch.ops.pcsr_cpu, name)
+        dump = torch._C._dispatch_dump(f"pcsr::{name}")
+        lines = {line.split(":", 1)[0]: line for line in dump.splitlines()}
+        assert f"csrc/cpu/{name}.cpp:" in lines["CPU"], dump
+        assert "csrc/pcsr.cpp:" in lines["debug"], dump
+        assert "pcsr_kernels/ops.py:" in lines["BackendSelect"], dump
+        assert not any(k.startswith("CPU") and ".py:" in v for k, v in lines.items()), dump
+    assert not hasattr(torch.ops, "pcsr_cpu") or not hasattr(torch.ops.pcsr_cpu, "route_upsample")
     with pcsr_kernels.use_backend(BACKEND):
         assert pcsr_kernels.backend.resolved_name("cpu") == "cpu"
+
+
+def test_cpp_kernel_runs_without_the_python_backend_choice():
+    """Called below the Python backend choice (as a libtorch caller calls it), the CPU kernel
+    gives what the op gives with the cpu backend, and checks its arguments itself."""
+    p = _small()
+    below = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    op = torch.ops.pcsr.route_upsample.default
+    args = (p["feat"], p["lr"], [9, 13], p["classifier"], p["upsamplers"], p["depths"], p["cost"], 0.2, False, True, None)
+    sr, cls = op.redispatch(below, *args)
+    with pcsr_kernels.use_backend(BACKEND):
+        sr2, cls2 = op(*args)
+    assert torch.equal(sr, sr2) and torch.equal(cls, cls2)
+    bad = p["classifier"][:-2] + [p["classifier"][-2][:2], p["classifier"][-1][:2]]
+    with pytest.raises(ValueError, match=r"classifier: last layer outputs 2 values, expected 3"):
+        op.redispatch(below, *args[:3], bad, *args[4:])
 
 
 # ---- bad inputs: the C++ checks name the argument and print the sizes --------------------
@@ -177,10 +201,19 @@ def test_bad_inputs(name):
             fn()
 
 
-def test_direct_call_validates_like_the_dispatcher():
-    """torch.ops.pcsr_cpu.* are callable on their own and check their arguments too."""
+def test_reference_choice_does_not_reach_the_cpp_kernel(monkeypatch):
+    """An explicit reference choice runs the reference for CPU tensors although the extension
+    registered a CPU kernel: the Python backend choice comes first."""
     p = _small()
-    cl = p["classifier"][:-2] + [p["classifier"][-2][:2], p["classifier"][-1][:2]]
-    with pytest.raises(ValueError, match=r"classifier: last layer outputs 2 values, expected 3"):
-        torch.ops.pcsr_cpu.route_upsample(p["feat"], p["lr"], [9, 13], cl, p["upsamplers"], p["depths"], p["cost"],
-                                          0.0, False, True)
+    calls = []
+    ref = pcsr_kernels.backend.impls("reference")["route_upsample"]
+    monkeypatch.setitem(pcsr_kernels.backend.impls("reference"), "route_upsample",
+                        lambda *a: calls.append(1) or ref(*a))
+    monkeypatch.setitem(pcsr_kernels.backend.impls("cpu"), "route_upsample", lambda *a: pytest.fail("cpu kernel ran"))
+    with pcsr_kernels.use_backend("reference"):
+        pcsr_kernels.route_upsample(**p)
+    monkeypatch.setenv("PCSR_BACKEND", "reference")
+    with torch.inference_mode():
+        torch.ops.pcsr.route_upsample(p["feat"], p["lr"], [9, 13], p["classifier"], p["upsamplers"], p["depths"],
+                                      p["cost"])
+    assert len(calls) == 2

@@ -1,7 +1,7 @@
 """The CUDA C++ kernels (``csrc/cuda``): every ``*_kernel.cu`` compiles with this machine's
 nvcc for sm_80 and sm_90 -- they include only CUDA headers and ``csrc/common``, so this
 runs even where torch has no CUDA and no GPU is present, and a syntax or type error in CUDA
-code cannot land -- and, where a GPU and a CUDA build of the extension are present, the
+code cannot land; the torch glue (register_cuda.cpp) passes the C++ compiler's checks -- and, where a GPU and a CUDA build of the extension are present, the
 ``cuda`` backend passes the case matrix of the CPU kernels on CUDA tensors."""
 from __future__ import annotations
 
@@ -43,6 +43,33 @@ def test_kernel_compiles(src, tmp_path):
            "-c", str(src), "-o", str(tmp_path / f"{src.stem}.o")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
+
+
+def test_torch_glue_compiles(tmp_path):
+    """csrc/cuda/register_cuda.cpp (argument checks, packing, TORCH_LIBRARY_IMPL(pcsr, CUDA))
+    passes the C++ compiler's syntax and type checks against torch's headers and the CUDA
+    toolkit's, even with a CPU build of torch: the one header such a build leaves out
+    (c10/cuda/impl/cuda_cmake_macros.h, generated at torch's build) is stood in for here."""
+    nvcc, cxx = _nvcc(), shutil.which("c++") or shutil.which("g++")
+    if nvcc is None or cxx is None:
+        pytest.skip("nvcc or a C++ compiler not found")
+    from torch.utils.cpp_extension import CUDA_HOME, include_paths
+
+    # nvcc may be a wrapper script: the toolkit's headers are found beside CUDA_HOME or the real nvcc
+    cuda_inc = next((d / "include" for d in (Path(CUDA_HOME or "/nonexistent"), Path(nvcc).resolve().parents[1],
+                                             Path("/usr/local/cuda")) if (d / "include" / "cuda_runtime_api.h").exists()),
+                    None)
+    if cuda_inc is None:
+        pytest.skip("the CUDA toolkit's headers (cuda_runtime_api.h) not found")
+    stub = tmp_path / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    cmd = [cxx, "-std=c++17", "-fsyntax-only", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-I", str(REPO / "csrc"),
+           *[f"-I{p}" for p in include_paths()], "-I", str(tmp_path), "-I", str(cuda_inc),
+           str(REPO / "csrc" / "cuda" / "register_cuda.cpp")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr[-6000:]}"
 
 
 # ---- the cuda backend on CUDA tensors (skipped without a GPU / a CUDA build) -------------

@@ -145,6 +145,14 @@ class Block:
 sys.meta_path.insert(0, Block())
 import torch, pcsr_kernels
 assert not pcsr_kernels.extension_loaded() and "blocked" in pcsr_kernels.extension_error()
+dump = torch._C._dispatch_dump("pcsr::route_upsample")  # schema and backend choice from Python, no CPU kernel
+assert "pcsr_kernels/ops.py" in dump.split("debug:")[1].splitlines()[0] and "\nCPU:" not in dump, dump
+try:
+    with pcsr_kernels.use_backend("cpu"):
+        pcsr_kernels.refine(torch.rand(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64), 2)
+    raise SystemExit("an unavailable backend was not refused")
+except RuntimeError as e:
+    assert "pcsr backend 'cpu' is not available for cpu tensors" in str(e), e
 from pcsr.model import PCSR
 m = PCSR("fsrcnn", {"d": 8, "s": 4, "m": 1}, [[8], [4]], []).eval()
 with warnings.catch_warnings(record=True) as w:

@@ -73,7 +73,8 @@ def test_every_backend_checks_the_argument_and_computes_exactly():
                 torch.testing.assert_close(sr, want[0], rtol=1e-5, atol=1e-5)
     if pcsr_kernels.extension_loaded():  # the compiled ops check it themselves too
         with pytest.raises(ValueError, match="precision must be one of"):
-            torch.ops.pcsr_cpu.upsample(p["feat"], p["lr"], want[1], p["upsamplers"], p["depths"], "tf16")
+            torch.ops.pcsr.upsample.default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), p["feat"],
+                                                       p["lr"], want[1], p["upsamplers"], p["depths"], "tf16")
 
 
 def test_op_default_follows_the_setting(monkeypatch):

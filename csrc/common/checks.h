@@ -64,16 +64,19 @@ inline std::string shape(const at::Tensor& t) {
   return s + ")";
 }
 
-// Shape, dtype and device, as validate.py's _fmt: (2, 9, 13) float32 on cpu.
-inline std::string fmt(const at::Tensor& t) {
-  std::string dt = c10::toString(t.scalar_type());
+// A dtype as Python prints it without "torch.": float32, int64.
+inline std::string dtype_name(c10::ScalarType st) {
+  std::string dt = c10::toString(st);
   for (auto& c : dt) c = static_cast<char>(std::tolower(c));
   const char* names[][2] = {{"float", "float32"}, {"double", "float64"}, {"half", "float16"},
                             {"bfloat16", "bfloat16"}, {"long", "int64"}, {"int", "int32"}};
   for (auto& n : names)
     if (dt == n[0]) dt = n[1];
-  return shape(t) + " " + dt + " on " + t.device().str();
+  return dt;
 }
+
+// Shape, dtype and device, as validate.py's _fmt: (2, 9, 13) float32 on cpu.
+inline std::string fmt(const at::Tensor& t) { return shape(t) + " " + dtype_name(t.scalar_type()) + " on " + t.device().str(); }
 
 inline void check_tensor(const char* name, const at::Tensor& t, int64_t ndim) {
   PCSR_CHECK_VALUE(t.defined(), name, " is an undefined tensor");
@@ -89,8 +92,8 @@ inline void check_kernel_dtype(const char* backend, const at::Tensor& feat) {
 }
 
 inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& feat) {
-  PCSR_CHECK_VALUE(t.scalar_type() == feat.scalar_type(), name, " must be ",
-                    c10::toString(feat.scalar_type()), " (as feat), got ", fmt(t));
+  PCSR_CHECK_VALUE(t.scalar_type() == feat.scalar_type(), name, " must be ", dtype_name(feat.scalar_type()),
+                    " (as feat), got ", fmt(t));
   PCSR_CHECK_VALUE(t.device() == feat.device(), name, " must be on ", feat.device(), " (as feat), got ", fmt(t));
 }
 

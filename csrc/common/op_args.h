@@ -57,13 +57,25 @@ inline OpArgs feat_args(const BackendChecks& be, const at::Tensor& feat) {
   return OpArgs{feat.size(0), feat.size(1), feat.size(2), feat.size(3)};  // B, D, h, w
 }
 
+// Splits the upsamplers per branch (checking their count against depths and the backend's limit).
+inline std::vector<std::vector<at::Tensor>> split_checked(const BackendChecks& be, at::TensorList upsamplers,
+                                                          at::IntArrayRef depths) {
+  auto branches = split_branches(upsamplers, depths);
+  check_branch_limit(be, static_cast<int64_t>(branches.size()));
+  return branches;
+}
+
+// Every branch: D+4 inputs (feat's D), 3 outputs, feat's dtype and device.
+inline void check_branch_mlps(const std::vector<std::vector<at::Tensor>>& branches, const at::Tensor& feat) {
+  for (size_t j = 0; j < branches.size(); ++j)
+    check_mlp("upsamplers (branch " + std::to_string(j) + ")", branches[j], feat.size(1) + 4, 3, feat);
+}
+
 // Validates the upsampler branches against feat and returns them split, one list per branch.
 inline std::vector<std::vector<at::Tensor>> checked_branches(const BackendChecks& be, at::TensorList upsamplers,
                                                              at::IntArrayRef depths, const at::Tensor& feat) {
-  auto branches = split_branches(upsamplers, depths);
-  check_branch_limit(be, static_cast<int64_t>(branches.size()));
-  for (size_t j = 0; j < branches.size(); ++j)
-    check_mlp("upsamplers (branch " + std::to_string(j) + ")", branches[j], feat.size(1) + 4, 3, feat);
+  auto branches = split_checked(be, upsamplers, depths);
+  check_branch_mlps(branches, feat);
   return branches;
 }
 
@@ -73,9 +85,11 @@ inline OpArgs route_upsample_args(const BackendChecks& be, const at::Tensor& fea
   OpArgs a = feat_args(be, feat);
   check_lr(lr, feat);
   std::tie(a.H, a.W) = check_out_size(out_size);
-  a.branches = checked_branches(be, upsamplers, depths, feat);
+  // The order of validate.route_upsample_args: the split, the classifier, then every branch.
+  a.branches = split_checked(be, upsamplers, depths);
   a.M = static_cast<int64_t>(depths.size());
   check_mlp("classifier", classifier, a.D + 4, a.M, feat);
+  check_branch_mlps(a.branches, feat);
   check_cost(cost, a.M, feat.device());
   check_k(k);
   return a;

@@ -1,4 +1,4 @@
-// pcsr_cpu::classify: the classifier of every HR pixel -> probabilities [B, H, W, M].
+// pcsr::classify on CPU tensors: the classifier of every HR pixel -> probabilities [B, H, W, M].
 #include <torch/library.h>
 
 #include "cpu/engine.h"
@@ -26,7 +26,7 @@ at::Tensor classify_cpu(const at::Tensor& feat_, at::IntArrayRef out_size, at::T
   return probs;
 }
 
-TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("classify", &classify_cpu); }
+TORCH_LIBRARY_IMPL(pcsr, CPU, m) { m.impl("classify", &classify_cpu); }
 
 }  // namespace cpu
 }  // namespace pcsr

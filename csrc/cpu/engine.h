@@ -1,5 +1,5 @@
 #pragma once
-// The CPU engine behind the pcsr_cpu ops: weight packing, the tiled pass that runs the
+// The CPU engine behind the pcsr ops' CPU kernels: weight packing, the tiled pass that runs the
 // classifier and/or the upsampler branches, ADM, and the in-place refinement stencil.
 // Implemented in engine.cpp for float and double; the op files (route_upsample.cpp,
 // classify.cpp, route.cpp, upsample.cpp, refine.cpp) validate, allocate and call these.

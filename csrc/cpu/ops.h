@@ -1,5 +1,5 @@
 #pragma once
-// Argument handling shared by the pcsr_cpu op files.
+// Argument handling shared by the CPU kernels of the pcsr ops (csrc/cpu/<op>.cpp).
 #include <ATen/ATen.h>
 
 #include "common/checks.h"

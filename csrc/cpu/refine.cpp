@@ -1,4 +1,4 @@
-// pcsr_cpu::refine: light pixels next to heavy ones take the 3x3 mean (border untouched).
+// pcsr::refine on CPU tensors: light pixels next to heavy ones take the 3x3 mean (border untouched).
 #include <torch/library.h>
 
 #include "cpu/engine.h"
@@ -20,7 +20,7 @@ at::Tensor refine_cpu(const at::Tensor& sr_, const at::Tensor& classes_, int64_t
   return out;
 }
 
-TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("refine", &refine_cpu); }
+TORCH_LIBRARY_IMPL(pcsr, CPU, m) { m.impl("refine", &refine_cpu); }
 
 }  // namespace cpu
 }  // namespace pcsr

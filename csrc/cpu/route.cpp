@@ -1,4 +1,4 @@
-// pcsr_cpu::route: cost-aware argmax per pixel, or ADM per image.
+// pcsr::route on CPU tensors: cost-aware argmax per pixel, or ADM per image.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -40,7 +40,7 @@ at::Tensor route_cpu(const at::Tensor& probs_, const at::Tensor& cost, double k,
   return classes;
 }
 
-TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("route", &route_cpu); }
+TORCH_LIBRARY_IMPL(pcsr, CPU, m) { m.impl("route", &route_cpu); }
 
 }  // namespace cpu
 }  // namespace pcsr

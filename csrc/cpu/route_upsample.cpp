@@ -1,4 +1,4 @@
-// pcsr_cpu::route_upsample: classify, route, upsample and refine in one tiled pass (two
+// pcsr::route_upsample on CPU tensors: classify, route, upsample and refine in one tiled pass (two
 // passes with ADM, which needs every pixel's heavy mass before any decision).
 #include <torch/library.h>
 
@@ -56,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> route_upsample_cpu(const at::Tensor& feat_, c
   return {sr, classes};
 }
 
-TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("route_upsample", &route_upsample_cpu); }
+TORCH_LIBRARY_IMPL(pcsr, CPU, m) { m.impl("route_upsample", &route_upsample_cpu); }
 
 }  // namespace cpu
 }  // namespace pcsr

@@ -1,4 +1,4 @@
-// pcsr_cpu::upsample: the routed MLP residual + bilinear(lr) for given classes, unrefined.
+// pcsr::upsample on CPU tensors: the routed MLP residual + bilinear(lr) for given classes, unrefined.
 #include <torch/library.h>
 
 #include "cpu/engine.h"
@@ -32,7 +32,7 @@ at::Tensor upsample_cpu(const at::Tensor& feat_, const at::Tensor& lr_, const at
   return sr;
 }
 
-TORCH_LIBRARY_IMPL(pcsr_cpu, CPU, m) { m.impl("upsample", &upsample_cpu); }
+TORCH_LIBRARY_IMPL(pcsr, CPU, m) { m.impl("upsample", &upsample_cpu); }
 
 }  // namespace cpu
 }  // namespace pcsr

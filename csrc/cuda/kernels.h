@@ -33,7 +33,6 @@ struct HeadDesc {
 
 template <typename T>
 struct Heads {
-  int count;
   HeadDesc<T> h[kMaxHeads];
 };
 

@@ -1,9 +1,11 @@
-// pcsr_cuda: the torch glue of the CUDA kernels (csrc/cuda/*_kernel.cu). Per op: check the
+// The CUDA kernels of the pcsr ops (TORCH_LIBRARY_IMPL(pcsr, CUDA)): the torch glue of
+// csrc/cuda/*_kernel.cu. Per op: check the
 // arguments, take a device guard and the current stream, build the geometry tables (on
 // the host, with the reference's ATen arithmetic, then copied), pack the weights, compute
 // the LR precompute P = W_z z + b0 + W_cell cell with one batched GEMM (cuBLAS), launch.
-// Built only when torch has CUDA; pcsr_kernels/cuda_backend.py hands these ops to the
-// public torch.ops.pcsr.* for CUDA tensors (PCSR_BACKEND=cuda).
+// Built only when torch has CUDA. From Python they run when the cuda backend is chosen
+// (PCSR_BACKEND=cuda; pcsr_kernels/cuda_backend.py); from C++ the dispatcher calls them
+// for CUDA tensors.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -18,7 +20,6 @@
 #include "common/op_args.h"
 #include "common/tables.h"
 #include "cuda/kernels.h"
-#include "schemas.h"
 
 namespace pcsr {
 namespace cuda {
@@ -131,7 +132,6 @@ at::Tensor lr_terms(const at::Tensor& feat, const at::Tensor& WzT, const at::Ten
 template <typename T>
 Heads<T> branch_heads(const DevicePack<T>& pk, size_t first) {
   Heads<T> h{};
-  h.count = static_cast<int>(pk.heads.size() - first);
   for (size_t j = first; j < pk.heads.size(); ++j) h.h[j - first] = pk.heads[j];
   return h;
 }
@@ -368,11 +368,7 @@ at::Tensor refine_cuda(const at::Tensor& sr_, const at::Tensor& classes_, int64_
 }  // namespace cuda
 }  // namespace pcsr
 
-TORCH_LIBRARY(pcsr_cuda, m) {
-  for (const char* schema : pcsr::kSchemas) m.def(schema);
-}
-
-TORCH_LIBRARY_IMPL(pcsr_cuda, CUDA, m) {
+TORCH_LIBRARY_IMPL(pcsr, CUDA, m) {
   m.impl("route_upsample", &pcsr::cuda::route_upsample_cuda);
   m.impl("classify", &pcsr::cuda::classify_cuda);
   m.impl("route", &pcsr::cuda::route_cuda);
