@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--image", default=str(SAMPLE))
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--figure", help="write the class maps side by side here")
+    ap.add_argument("--figure-scale", type=float, default=1.0, help="resize each panel by this factor (area filter)")
     args = ap.parse_args()
     models = args.models or ["fsrcnn", "carn"] + [str(OFFICIAL / f) for f in
                                                   ("fsrcnn-pcsr-phase1.pth", "carn-pcsr-phase1.pth")
@@ -83,11 +84,15 @@ def main() -> None:
         print(f"| {Path(name).name} | {float(heavy.float().mean()):.1%} | "
               f"{float(hf.float().mean()) if hf.numel() else float('nan'):.1%} | "
               f"{phase_share(heavy, s):.3f} | {flat_phase:.3f} |")
-        panels.append(classes_picture(cls[0], m.num_branches, sr[0].clamp(0, 1)))
+        panel = classes_picture(cls[0], m.num_branches, sr[0].clamp(0, 1))  # [3, H, W]
+        if args.figure_scale != 1.0:
+            panel = F.interpolate(panel[None], scale_factor=args.figure_scale, mode="area")[0]
+        panels.append(panel)
     if args.figure:
         gap = torch.ones(3, panels[0].shape[1], 8)
         row = [p for panel in panels for p in (panel, gap)][:-1]
-        write_image(args.figure, torch.cat(row, dim=-1)[None])
+        lossy = Path(args.figure).suffix.lower() in (".jpg", ".jpeg", ".webp")
+        write_image(args.figure, torch.cat(row, dim=-1)[None], quality=80 if lossy else None)
         print(f"wrote {args.figure} ({', '.join(Path(n).name for n in models)}, left to right)")
 
 
