@@ -10,13 +10,15 @@ precompute and sorted indices; the CUDA kernels' unrefined copy and pixel order)
 bounded buffers (per-thread scratch, per-band tiles of a few MB) are left out or bounded.
 
 The limit: on CPU the memory the OS reports available (``psutil``, else
-``/proc/meminfo``'s MemAvailable); on CUDA ``torch.cuda.mem_get_info``'s free memory plus
+``/proc/meminfo``'s MemAvailable), capped by the room under a cgroup memory limit; on CUDA ``torch.cuda.mem_get_info``'s free memory plus
 what the caching allocator holds unused. Estimates up to :data:`CHECK_ABOVE` bytes are
 never checked, so the normal path costs a few integer products and no system call. The
 check is skipped while a CUDA graph is being captured (querying the device is not allowed
 then) and in the fake kernels (fake tensors allocate nothing).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -34,22 +36,14 @@ def _gib(n: int) -> str:
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Memory a new allocation on ``device`` can use, or None when it cannot be known."""
+    """Memory a new allocation on ``device`` can use, or None when it cannot be known. On CPU
+    the smaller of what the OS reports available and the room left under this process's
+    cgroup (v2) memory limit, if it has one. (``pcsr.memory.available_memory`` is this too.)"""
     if device.type == "cpu":
-        try:
-            import psutil
-
-            return int(psutil.virtual_memory().available)
-        except ImportError:
-            pass
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+        avail, room = _cpu_available(), _cgroup_room()
+        if avail is None or room is None:
+            return room if avail is None else avail
+        return min(avail, room)
     if device.type == "cuda":
         if torch.cuda.is_current_stream_capturing():
             return None
@@ -57,6 +51,42 @@ def available_bytes(device: torch.device) -> int | None:
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(free) + max(0, int(cached))
     return None
+
+
+def _cpu_available() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup (v2) memory limit, if it has one."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")), None)
+        if rel is None:
+            return None
+        base = os.path.join("/sys/fs/cgroup", rel.lstrip("/"))
+        with open(os.path.join(base, "memory.max")) as f:
+            raw = f.read().strip()
+        if raw == "max":
+            return None
+        with open(os.path.join(base, "memory.current")) as f:
+            used = int(f.read().strip())
+        return max(0, int(raw) - used)
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 def check(op: str, what: str, need: int, device: torch.device) -> None:

@@ -169,3 +169,16 @@ def test_whole_image_estimate_counts_features_and_backbone():
     assert est.parts["backbone activations"] == pytest.approx(fp.act_bytes * 1e4 + memory.BACKBONE_SLACK, rel=1e-6)
     assert est.parts["features"] == 52 * 4 * 1e4
     assert est.total >= est.parts["features"] + est.parts["upsampling (outputs included)"]
+
+
+def test_one_reading_of_the_available_memory(monkeypatch):
+    """The tiler's budget and the ops' guard read the same number: the OS's available
+    memory capped by the room under a cgroup limit."""
+    import pcsr_kernels.memory as kernel_memory
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(kernel_memory, "_cpu_available", lambda: 8 << 30)
+    monkeypatch.setattr(kernel_memory, "_cgroup_room", lambda: 3 << 30)
+    assert kernel_memory.available_bytes(cpu) == memory.available_memory("cpu") == 3 << 30
+    monkeypatch.setattr(kernel_memory, "_cgroup_room", lambda: None)
+    assert kernel_memory.available_bytes(cpu) == memory.available_memory("cpu") == 8 << 30

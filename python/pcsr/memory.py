@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pcsr_kernels import memory as _kernel_memory
+
 from .footprint import footprint
 
 __all__ = ["TooLargeError", "Estimate", "available_memory", "default_budget", "forward_estimate",
@@ -79,54 +81,23 @@ class Estimate:
 # --- what the machine has -----------------------------------------------------------
 
 def available_memory(device: torch.device | str = "cpu") -> int:
-    """Bytes that can be allocated now on ``device`` without swapping or failing."""
+    """Bytes that can be allocated now on ``device`` without swapping or failing (the ops'
+    memory guard reads the same: :func:`pcsr_kernels.memory.available_bytes`)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # Blocks the caching allocator holds but no tensor uses are free for us too.
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(free + max(0, cached))
-    if device.type != "cpu":
+    if device.type not in ("cpu", "cuda"):
         raise ValueError(f"no memory estimate for {device.type} tensors (cpu and cuda only)")
-    avail = _meminfo_available()
-    limit = _cgroup_room()
-    return int(min(avail, limit)) if limit is not None else int(avail)
+    got = _kernel_memory.available_bytes(device)
+    if got is None and device.type == "cpu":  # nothing readable: the free physical pages
+        got = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if got is None:
+        raise ValueError(f"the memory available on {device} cannot be read now (during CUDA graph capture)")
+    return int(got)
 
 
 def default_budget(device: torch.device | str = "cpu") -> int:
     """The default ``max_memory`` of tiled inference: :data:`DEFAULT_FRACTION` of
     :func:`available_memory`."""
     return int(DEFAULT_FRACTION * available_memory(device))
-
-
-def _meminfo_available() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _cgroup_room() -> int | None:
-    """Bytes left under this process's cgroup (v2) memory limit, if it has one."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            rel = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")), None)
-        if rel is None:
-            return None
-        base = os.path.join("/sys/fs/cgroup", rel.lstrip("/"))
-        with open(os.path.join(base, "memory.max")) as f:
-            raw = f.read().strip()
-        if raw == "max":
-            return None
-        with open(os.path.join(base, "memory.current")) as f:
-            used = int(f.read().strip())
-        return max(0, int(raw) - used)
-    except (OSError, ValueError, StopIteration):
-        return None
 
 
 # --- the allocator ------------------------------------------------------------------
