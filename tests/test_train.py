@@ -13,40 +13,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pcsr import checkpoint as ckpt
 from pcsr.checkpoint import CheckpointError
 from pcsr.cli import main as cli_main
 from pcsr.data import CropSampler, DataError
+from train_cases import tiny_cfg, write_images
 from pcsr.train import MODEL_FILE, STATE_FILE, TrainConfig, TrainError, read_state, train
-
-
-def _write_images(folder: Path, n: int = 3, size: int = 48, seed: int = 0) -> Path:
-    """Smooth random colour fields plus a little texture: learnable, never constant."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.random((size // 8 + 1, size // 8 + 1, 3))
-        img = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC), np.float64)
-        img += rng.normal(0, 6, img.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return _write_images(tmp_path_factory.mktemp("data"))
+    return write_images(tmp_path_factory.mktemp("data"))
 
 
-def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=[str(data)], out=str(out), variant="fsrcnn", crop=16, queries=32, batch=2, iters=[4, 3],
-                seed=3, save_every=2, val_every=1000, log_every=1, progress=False, threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_cfg
 
 
 def _state(model) -> dict:
@@ -329,11 +312,11 @@ def test_bad_data_folders(tmp_path, capsys):
     (junk / "notes.txt").write_text("not an image")
     assert cli_main(["train", str(junk), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "holds no images" in capsys.readouterr().err
-    small = _write_images(tmp_path / "small", n=2, size=24)
+    small = write_images(tmp_path / "small", n=2, size=24)
     with pytest.raises(DataError, match="no image is large enough for the 32x32 crop"):
         train(_cfg(small, tmp_path / "o3", crop=32))
     # A mix: the small ones are skipped with a warning.
-    _write_images(small, n=1, size=40, seed=9)
+    write_images(small, n=1, size=40, seed=9)
     (small / "img0.png").rename(small / "big.png")
     with pytest.warns(UserWarning, match="skipping 1 image"):
         train(_cfg(small, tmp_path / "o4", crop=32, iters=[1, 1]))

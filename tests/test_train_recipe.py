@@ -10,39 +10,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pcsr import checkpoint as ckpt
 from pcsr.cli import main as cli_main
 from pcsr.data import CropSampler, DataError, find_images, load_images, read_pack, write_pack
 from pcsr.recipe import PhaseNet, phase_loss, set_phase
+from train_cases import tiny_cfg, write_images
 from pcsr.train import MODEL_FILE, STATE_FILE, TrainConfig, TrainError, build_model, read_state, train
-
-
-def _write_images(folder: Path, n: int = 3, size: int = 48, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.random((size // 8 + 1, size // 8 + 1, 3))
-        img = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC), np.float64)
-        img += rng.normal(0, 6, img.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return _write_images(tmp_path_factory.mktemp("data"))
+    return write_images(tmp_path_factory.mktemp("data"))
 
 
-def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=[str(data)], out=str(out), variant="fsrcnn", crop=16, queries=32, batch=2, iters=[4, 3],
-                seed=3, save_every=2, val_every=1000, log_every=1, progress=False, threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_cfg
 
 
 def _log(out: Path) -> list[dict]:

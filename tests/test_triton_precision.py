@@ -17,19 +17,11 @@ import torch
 import pcsr_kernels
 from conftest import official_file, random_problem
 from pcsr_kernels import backend, precision, reference
-from triton_checks import (REL_BOUND, bound, check_classes, decision_margin, residual_error, to64,
+from triton_checks import (triton_devices, REL_BOUND, bound, check_classes, decision_margin, residual_error, to64,
                            triton_route_upsample)
 
 
-def _devices():
-    out = []
-    for dev in ("cpu", "cuda"):
-        ok, why = backend.availability("triton", dev)
-        out.append(pytest.param(dev, marks=pytest.mark.skipif(not ok, reason=f"triton on {dev}: {why}"), id=dev))
-    return out
-
-
-DEVICES = _devices()
+DEVICES = triton_devices()
 PRECISIONS = list(pcsr_kernels.PRECISIONS)
 
 

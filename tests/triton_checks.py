@@ -31,6 +31,19 @@ RATE = 1e-4
 REL_BOUND = {"ieee": 1e-5, "tf32x3": 1e-5, "tf32": 2e-3, "bf16": 1e-2}
 
 
+def triton_devices() -> list:
+    """pytest params "cpu" (the interpreter) and "cuda", each skipped where Triton cannot run."""
+    import pytest
+
+    from pcsr_kernels import backend
+
+    out = []
+    for dev in ("cpu", "cuda"):
+        ok, why = backend.availability("triton", dev)
+        out.append(pytest.param(dev, marks=pytest.mark.skipif(not ok, reason=f"triton on {dev}: {why}"), id=dev))
+    return out
+
+
 def bound(precision: str, device: str) -> float:
     if device == "cpu" and precision in ("tf32", "tf32x3"):
         return REL_BOUND["ieee"]
