@@ -52,7 +52,7 @@ def test_torchrun_two_processes_match_one_and_resume(tmp_path, capsys):
 
     written = re.findall(r"^\[rank (\d)\] \S+/(im\d\.png) -> ", r.stdout, flags=re.M)
     names = sorted(n for _, n in written)
-    assert names == ["im0.png", "im2.png", "im3.png", "im5.png", "im6.png"]  # each exactly once
+    assert names == ["im0.png", "im2.png", "im3.png", "im5.png", "im6.png"], r.stdout  # each exactly once
     assert {rank for rank, _ in written} == {"0", "1"}  # both processes worked
     assert r.stdout.count("pcsr upscale: 5 written, 2 skipped (output exists), 0 failed") == 1
     for n, st in kept.items():

@@ -31,6 +31,17 @@ class Result:
     frames: int | None = None  # a video's
 
 
+def _say(line: str, fp) -> None:
+    """One line past the progress bars, in one write and flushed: under torchrun several
+    processes share the output pipe, and a line written in pieces could be split by another
+    process's line."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=fp):
+        fp.write(line + "\n")
+        fp.flush()
+
+
 def check_args(args) -> None:
     """What the arguments alone can tell, before any file is looked at."""
     s = args.scale
@@ -210,12 +221,12 @@ def _run_share(jobs, folders, args, shard, keep_going: bool) -> list[Result]:
                 r = _run_one(model, job, args, device, bars)
             except (ImageError, TargetError, ValueError, RuntimeError, MemoryError, OSError) as e:
                 r = Result(str(job.src), str(job.dst), "failed", error=_error_text(e))
-                tqdm.write(f"pcsr upscale: {tag}error: {job.src}: {r.error}", file=sys.stderr)
+                _say(f"pcsr upscale: {tag}error: {job.src}: {r.error}", sys.stderr)
             else:
                 W, H = r.size
                 frames = f"{r.frames} frames at {r.frames / r.seconds:.2f} frames/s, " if r.frames else ""
-                tqdm.write(f"{tag}{job.src} -> {job.dst} ({W}x{H}, {frames}{100 * r.heavy:.1f}% heavy pixels, "
-                           f"{r.seconds:.2f} s)", file=sys.stdout)
+                _say(f"{tag}{job.src} -> {job.dst} ({W}x{H}, {frames}{100 * r.heavy:.1f}% heavy pixels, "
+                     f"{r.seconds:.2f} s)", sys.stdout)
             results.append(r)
             bar.update(1)
             if r.status == "failed" and not keep_going:
